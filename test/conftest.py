@@ -1,0 +1,13 @@
+"""Test-run wide settings: an isolated ROS 2 domain per run, DDS kept on loopback."""
+
+import os
+import random
+
+# Set before anything imports rclpy, and inherited by every child process the tests start,
+# so that parallel test runs on one machine never see each other's topics.
+if "MTL_TEST_ROS_DOMAIN_ID" in os.environ:
+    os.environ["ROS_DOMAIN_ID"] = os.environ["MTL_TEST_ROS_DOMAIN_ID"]
+else:
+    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
