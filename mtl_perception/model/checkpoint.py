@@ -1,0 +1,127 @@
+"""Self-describing checkpoints: weights + full ModelConfig + format version in one file.
+
+Loaded with `torch.load(weights_only=True)`, so a file can only contain tensors and plain data; a pickle
+that tries to run code is refused before anything executes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+from .net import MultiTaskNet
+
+FORMAT = "mtl_perception.checkpoint"
+VERSION = 1
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ValueError):
+    """The file exists but is not a valid checkpoint for this code (corrupt, wrong format, mismatched)."""
+
+
+def _check_plain(value, where: str) -> None:
+    """`extra` must survive weights_only loading: plain types, lists/tuples/dicts of them and tensors."""
+    if isinstance(value, _PLAIN) or isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"{where}: dict keys must be str or int, got {type(k).__name__}")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise ValueError(f"{where}: {type(value).__name__} cannot be stored in a weights_only checkpoint")
+
+
+def atomic_torch_save(obj, path: Path, overwrite: bool) -> None:
+    """Write next to the target, fsync, then os.replace: a crash never leaves a half-written file."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, model: MultiTaskNet, overwrite: bool = False, **extra) -> Path:
+    """Save weights + config (+ plain-data `extra`, e.g. epoch, metrics) atomically; returns the path."""
+    path = Path(path)
+    _check_plain(extra, "extra")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        "extra": extra,
+    }
+    atomic_torch_save(payload, path, overwrite)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load and validate the payload dict (format, version, keys) without building a network."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError, RuntimeError (bad zip), EOFError (truncated), ...
+        raise CheckpointError(
+            f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: format is {found!r}, expected {FORMAT!r}")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: format version {payload.get('version')!r}, this code reads {VERSION}")
+    for key, kind in (("config", dict), ("state_dict", dict), ("extra", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path}: missing or invalid {key!r} entry")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[MultiTaskNet, dict]:
+    """Rebuild the exact network from the file alone; returns (model in eval mode, extra)."""
+    payload = read_checkpoint(path, map_location)
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+    model = MultiTaskNet(config)
+    expected = model.state_dict()
+    found = payload["state_dict"]
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: state_dict does not match its config: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
+    for key, tensor in expected.items():
+        value = found[key]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(
+                f"{path}: {key} has shape {shape}, the config expects {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(found)
+    model.to(map_location).eval()
+    return model, payload["extra"]
