@@ -35,8 +35,13 @@ def make_msg(pixels: np.ndarray, encoding: str, pad: int = 0, container=bytes):
 @pytest.mark.parametrize("pad", [0, 5])
 @pytest.mark.parametrize(
     "encoding, channels, code",
-    [("rgb8", 3, None), ("bgr8", 3, cv2.COLOR_BGR2RGB), ("rgba8", 4, cv2.COLOR_RGBA2RGB),
-     ("bgra8", 4, cv2.COLOR_BGRA2RGB), ("mono8", 1, cv2.COLOR_GRAY2RGB)],
+    [
+        ("rgb8", 3, None),
+        ("bgr8", 3, cv2.COLOR_BGR2RGB),
+        ("rgba8", 4, cv2.COLOR_RGBA2RGB),
+        ("bgra8", 4, cv2.COLOR_BGRA2RGB),
+        ("mono8", 1, cv2.COLOR_GRAY2RGB),
+    ],
 )
 def test_to_rgb_matches_cv2(encoding, channels, code, pad):
     pixels = RNG.integers(0, 256, (7, 11, channels), dtype=np.uint8)
@@ -132,8 +137,9 @@ def test_nan_survives_32fc1():
 
 def test_big_endian_float_is_decoded():
     depth = np.arange(6, dtype=np.float32).reshape(2, 3)
-    msg = SimpleNamespace(height=2, width=3, encoding="32FC1", step=12, is_bigendian=1,
-                          data=depth.astype(">f4").tobytes())
+    msg = SimpleNamespace(
+        height=2, width=3, encoding="32FC1", step=12, is_bigendian=1, data=depth.astype(">f4").tobytes()
+    )
     np.testing.assert_array_equal(image_fields_to_array(msg), depth)
 
 

@@ -202,3 +202,40 @@ def image_fields_to_array(msg) -> np.ndarray:
         rows = np.ascontiguousarray(rows).view(dtype.newbyteorder(order))
     pixels = rows.reshape(height, width, channels)
     return pixels[:, :, 0] if channels == 1 else pixels
+
+
+def scaled_camera_info_fields(
+    info, image_width: int, image_height: int, out_width: int, out_height: int
+) -> dict:
+    """CameraInfo fields for an image resized from (image_width, image_height) to (out_width, out_height).
+
+    Same arithmetic as image_proc's ``resize`` node (K and P focal lengths, principal point and Tx
+    scaled per axis; ROI scaled), so depth_image_proc sees the geometry it expects. ``header`` is left
+    to the caller (it must be the image's header).
+    """
+    sx, sy = out_width / image_width, out_height / image_height
+    k = list(info.k)
+    k[0], k[2], k[4], k[5] = k[0] * sx, k[2] * sx, k[4] * sy, k[5] * sy
+    p = list(info.p)
+    p[0], p[2], p[3], p[5], p[6] = p[0] * sx, p[2] * sx, p[3] * sx, p[5] * sy, p[6] * sy
+    roi = info.roi
+    roi_type = type(roi)
+    scaled_roi = roi_type(
+        x_offset=int(roi.x_offset * sx),
+        y_offset=int(roi.y_offset * sy),
+        width=int(roi.width * sx),
+        height=int(roi.height * sy),
+        do_rectify=roi.do_rectify,
+    )
+    return {
+        "height": int(out_height),
+        "width": int(out_width),
+        "distortion_model": info.distortion_model,
+        "d": list(info.d),
+        "k": k,
+        "r": list(info.r),
+        "p": p,
+        "binning_x": info.binning_x,
+        "binning_y": info.binning_y,
+        "roi": scaled_roi,
+    }

@@ -1,0 +1,327 @@
+"""One camera frame in, depth + semantic + motion out: resize -> Farnebäck flow -> network -> postprocess.
+
+This is the whole per-frame algorithm of the node, kept free of ROS so that the demo, the benchmarks and
+the tests run it directly. Tensors stay on the pipeline's device from the upload of the camera frame to
+the final download of the outputs: one host->device copy in, one device->host copy out.
+
+Flow partner. The network learned flow over a fixed time gap (two frames at 17 Hz in TI's Cityscapes
+data, ``flow_dt = 2/17`` s). The pipeline keeps the expanded features of the last few processed frames
+and pairs the current frame with the one whose stamp is closest to ``stamp - flow_dt``, so the flow's time
+scale stays the same whatever the camera rate or the number of frames dropped upstream.
+
+Resets. The history is cleared when the input size or encoding changes, when the stamp does not
+increase (a looping bag, a restarted camera) or when the gap to the previous frame exceeds
+``reset_gap_factor * flow_dt`` (flow across a long pause is meaningless to the network). The first
+frame after a reset is still processed and published, with zero flow and *zero confidence*: zero
+confidence is how the flow stream says "no motion evidence" (the same value Farnebäck gives pixels it
+could not track), depth and semantics still come from the RGB stream, and every input keeps getting
+every output, so exact-time synchronisers downstream never stall. ``PipelineResult.reset`` marks it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtl_perception.flow import FarnebackParams, StreamingFarneback, to_gray
+
+DEFAULT_FLOW_DT = 2.0 / 17.0
+OUTPUT_SIZES = ("network", "input")
+
+
+class NonFiniteOutputError(ValueError):
+    """The network produced NaN/Inf; the frame is rejected rather than published."""
+
+
+class StageTimer:
+    """Wall-clock milliseconds per named stage; synchronises CUDA so GPU work lands in the right stage."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.sync = torch.device(device).type == "cuda"
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.sync:
+                torch.cuda.synchronize()
+            self.times[stage] = self.times.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+@dataclass
+class PipelineResult:
+    """Host arrays at the output size (network or input resolution)."""
+
+    depth: np.ndarray | None  # (H, W) float32 metres, NaN = invalid (REP 118)
+    semantic: np.ndarray | None  # (H, W) uint8 class ids
+    motion: np.ndarray | None  # (H, W) uint8, 1 = moving
+    flow: np.ndarray | None  # (H, W, 2) float32 pixels at the output size, when requested
+    image: np.ndarray | None  # (H, W, 3) uint8 RGB input at the output size, when requested (overlays)
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    reset: bool = False  # first frame after a reset: zero flow, zero confidence
+    reset_reason: str | None = None
+    partner_dt: float | None = None  # seconds between this frame and its flow partner
+
+    @property
+    def size(self) -> tuple[int, int]:
+        for array in (self.depth, self.semantic, self.motion):
+            if array is not None:
+                return array.shape[:2]
+        raise ValueError("result holds no output")
+
+
+@dataclass
+class _HistoryEntry:
+    stamp: float
+    features: object  # mtl_perception.flow.FrameFeatures
+
+
+class PerceptionPipeline:
+    """Stateful per-camera pipeline; call :meth:`process` once per frame in stamp order."""
+
+    def __init__(
+        self,
+        backend,
+        flow_params: FarnebackParams | None = None,
+        device: torch.device | str | None = None,
+        flow_dt: float = DEFAULT_FLOW_DT,
+        max_history: int = 8,
+        output_size: str = "network",
+        reset_gap_factor: float = 10.0,
+        confidence_mode: str = "forward_backward",
+    ) -> None:
+        if output_size not in OUTPUT_SIZES:
+            raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {output_size!r}")
+        if not flow_dt > 0:
+            raise ValueError(f"flow_dt must be > 0 seconds, got {flow_dt}")
+        if max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        if not reset_gap_factor >= 1:
+            raise ValueError(f"reset_gap_factor must be >= 1, got {reset_gap_factor}")
+        self.backend = backend
+        self.device = torch.device(device) if device is not None else torch.device(backend.device)
+        self.flow_params = flow_params or FarnebackParams()
+        self.flow_dt = float(flow_dt)
+        self.output_size = output_size
+        self.reset_gap = reset_gap_factor * self.flow_dt
+        self.network_size = tuple(int(v) for v in backend.input_size)
+        self.uses_flow = "flow" in tuple(getattr(backend, "streams", ("flow", "image")))
+        self.flow = StreamingFarneback(self.flow_params, device=self.device, confidence_mode=confidence_mode)
+        self.history: deque[_HistoryEntry] = deque(maxlen=max_history)
+        self._key: tuple | None = None
+        self._last_stamp: float | None = None
+        self.resets = 0
+
+    # ----------------------------------------------------------------------------------------- state
+    def reset(self) -> None:
+        """Forget the history (the next frame gets zero flow)."""
+        self.history.clear()
+        self._key = None
+        self._last_stamp = None
+
+    def _check_reset(self, key: tuple, stamp: float) -> str | None:
+        if self._key is None:
+            return "first frame"
+        if key != self._key:
+            return "image size or encoding changed"
+        if stamp <= self._last_stamp:
+            return "stamp did not increase (looping bag or restarted source)"
+        if stamp - self._last_stamp > self.reset_gap:
+            return f"gap {stamp - self._last_stamp:.3f} s > {self.reset_gap:.3f} s"
+        return None
+
+    def _partner(self, stamp: float) -> _HistoryEntry | None:
+        if not self.history:
+            return None
+        goal = stamp - self.flow_dt
+        return min(self.history, key=lambda entry: abs(entry.stamp - goal))
+
+    # ---------------------------------------------------------------------------------------- frame
+    def _upload(self, image) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB (numpy or tensor) -> (1, 3, H, W) float32 0..255 on the device (one copy)."""
+        if isinstance(image, np.ndarray):
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {tuple(image.shape)} {image.dtype}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"zero-size image {tuple(image.shape)}")
+        return image.to(self.device).permute(2, 0, 1).unsqueeze(0).float()
+
+    def _resize(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = self.network_size
+        if tuple(image.shape[-2:]) == (h, w):
+            return image
+        downscale = image.shape[-2] > h or image.shape[-1] > w
+        resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
+        # Rounded to whole grey levels: the same values an offline uint8 resize of the frame gives.
+        return resized.round_().clamp_(0.0, 255.0)
+
+    @torch.inference_mode()
+    def process(
+        self,
+        image,
+        stamp: float,
+        encoding: str = "rgb8",
+        *,
+        want_flow: bool = False,
+        want_image: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> PipelineResult:
+        """Run one frame. ``image``: (H, W, 3) uint8 RGB numpy array or tensor (any device).
+
+        ``stamp`` is the capture time in seconds; ``encoding`` is the source encoding (a change resets
+        the flow history). ``timings`` carries stages measured by the caller (e.g. ``convert``).
+        Raises ``NonFiniteOutputError`` when the network output is not finite (the frame is rejected
+        and the history is left as it was).
+        """
+        timer = StageTimer(self.device)
+        if timings:
+            timer.times.update(timings)
+        with timer("preprocess"):
+            frame = self._upload(image)
+            input_size = tuple(frame.shape[-2:])
+            net_image = self._resize(frame)
+        key = (input_size, encoding)
+        reason = self._check_reset(key, stamp)
+        if reason is not None:
+            if self._key is not None and key[0] != self._key[0]:
+                self.flow.reset()
+            self.reset()
+            self.resets += 1
+
+        flow_input = None
+        flow = None
+        partner = None
+        features = None
+        with timer("flow"):
+            if self.uses_flow or want_flow:
+                # uint8 grey, bit-exact with cv2.cvtColor on the resized frame (as the flow dataset is made).
+                gray = to_gray(net_image[0].to(torch.uint8), order="rgb")
+                features = self.flow.prepare(gray)
+                partner = self._partner(stamp)
+                h, w = self.network_size
+                if partner is None:
+                    flow = torch.zeros(2, h, w, device=self.device)
+                    confidence = torch.zeros(h, w, device=self.device)
+                else:
+                    flow, confidence = self._flow_pair(partner.features, features)
+                flow_input = torch.cat([flow, confidence.unsqueeze(0)], 0).unsqueeze(0)
+        with timer("network"):
+            outputs = self.backend.run(net_image, flow_input if self.uses_flow else None)
+        with timer("postprocess"):
+            arrays = self._postprocess(outputs, net_image, flow, input_size, want_flow, want_image)
+
+        # Only a frame that produced valid outputs enters the history.
+        self._key, self._last_stamp = key, stamp
+        if features is not None:
+            self.history.append(_HistoryEntry(stamp, features))
+        return PipelineResult(
+            **arrays,
+            timings=timer.times,
+            reset=reason is not None,
+            reset_reason=reason,
+            partner_dt=None if partner is None else stamp - partner.stamp,
+        )
+
+    def _flow_pair(self, partner_features, current_features) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow on the current frame's grid, pointing to where each pixel was in the partner frame."""
+        flow, confidence = self.flow.flow(current_features, partner_features, confidence=True)
+        if confidence is None:
+            confidence = torch.ones(flow.shape[-2:], device=flow.device)
+        return flow, confidence
+
+    def _postprocess(self, outputs, net_image, flow, input_size, want_flow, want_image) -> dict:
+        out_size = self.network_size if self.output_size == "network" else input_size
+        resize = tuple(out_size) != tuple(self.network_size)
+        device_arrays: dict[str, torch.Tensor] = {}
+        depth = outputs.get("depth")
+        if depth is not None:
+            depth = depth[0, 0].float()
+            if resize:
+                depth = F.interpolate(depth[None, None], size=out_size, mode="bilinear", align_corners=False)[
+                    0, 0
+                ]
+            device_arrays["depth"] = depth
+        for task in ("semantic", "motion"):
+            ids = outputs.get(task)
+            if ids is not None:
+                ids = ids[0]
+                if resize:
+                    ids = F.interpolate(ids[None, None].float(), size=out_size, mode="nearest")[0, 0]
+                device_arrays[task] = ids.to(torch.uint8)
+        if want_flow and flow is not None:
+            flow_out = flow
+            if resize:
+                sy, sx = out_size[0] / flow.shape[-2], out_size[1] / flow.shape[-1]
+                flow_out = F.interpolate(flow[None], size=out_size, mode="bilinear", align_corners=False)[0]
+                flow_out = flow_out * torch.tensor([sx, sy], device=flow.device).view(2, 1, 1)
+            device_arrays["flow"] = flow_out.permute(1, 2, 0)
+        if want_image:
+            image = net_image
+            if resize:
+                image = F.interpolate(net_image, size=out_size, mode="bilinear", align_corners=False)
+            device_arrays["image"] = image[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+
+        host = _download(device_arrays)
+        depth = host.get("depth")
+        if depth is not None:
+            if not np.isfinite(depth).all():
+                bad = int((~np.isfinite(depth)).sum())
+                raise NonFiniteOutputError(
+                    f"network depth output has {bad} non-finite values; frame rejected"
+                )
+            depth[depth <= 0] = np.nan
+        return {key: host.get(key) for key in ("depth", "semantic", "motion", "flow", "image")}
+
+
+def _download(arrays: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Device tensors -> writable host numpy arrays with a single device->host transfer.
+
+    On a GPU the outputs are packed into one byte buffer first (one copy, one synchronisation); on the CPU
+    they are handed over without any copy.
+    """
+    if not arrays:
+        return {}
+    first = next(iter(arrays.values()))
+    if first.device.type == "cpu":
+        return {key: value.contiguous().numpy() for key, value in arrays.items()}
+    parts, layout = [], []
+    for key, value in arrays.items():
+        value = value.contiguous()
+        parts.append(value.reshape(-1).view(torch.uint8))
+        layout.append((key, value.dtype, tuple(value.shape), value.numel() * value.element_size()))
+    packed = torch.cat(parts).cpu().numpy()
+    host, offset = {}, 0
+    for key, dtype, shape, nbytes in layout:
+        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        host[key] = packed[offset : offset + nbytes].view(np_dtype).reshape(shape)
+        offset += nbytes
+    return host
+
+
+# --------------------------------------------------------------------------------------- visualisation
+def colorize(ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 RGB; ids beyond the palette (e.g. 255) are drawn black."""
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = palette[:256]
+    return lut[ids]
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
+    """Blend ``color`` over the RGB ``image`` where ``mask`` is non-zero (motion overlay)."""
+    out = image.copy()
+    selected = mask.astype(bool)
+    blend = (1.0 - alpha) * image[selected].astype(np.float32) + alpha * np.asarray(color, np.float32)
+    out[selected] = np.round(blend).astype(np.uint8)
+    return out

@@ -1,0 +1,195 @@
+"""PerceptionPipeline: partner choice, resets, flow fed to the network, postprocessing.
+
+A recording backend observes exactly what the pipeline hands to the network (the real backends are
+exercised in test_pipeline_backend.py); flow is checked against the FLOW module's one-shot function
+(itself tested against cv2) and against cv2.calcOpticalFlowFarneback directly.
+"""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mtl_perception.flow import COMMON, calc_optical_flow_farneback
+from mtl_perception.pipeline import (
+    NonFiniteOutputError,
+    PerceptionPipeline,
+    StageTimer,
+    colorize,
+    overlay_mask,
+)
+
+H, W = 48, 64
+PARAMS = COMMON  # 3 levels: quick on the CPU
+
+
+class RecordingBackend:
+    """Implements the Backend contract; returns outputs derived from the inputs and records every call."""
+
+    name = "recording"
+    device = torch.device("cpu")
+    tasks = ("depth", "semantic", "motion")
+    streams = ("flow", "image")
+    num_semantic_classes = 5
+
+    def __init__(self, input_size=(H, W), depth_value=None):
+        self.input_size = input_size
+        self.calls = []
+        self.depth_value = depth_value
+
+    def run(self, image, flow):
+        self.calls.append((image.clone(), None if flow is None else flow.clone()))
+        n, _, h, w = image.shape
+        depth = image[:, :1] / 10.0 - 5.0  # some pixels <= 0 -> must become NaN
+        if self.depth_value is not None:
+            depth = torch.full_like(depth, self.depth_value)
+        semantic = (image[:, 0] // 52).to(torch.uint8)  # ids 0..4
+        motion = (image[:, 1] > 128).to(torch.uint8)
+        return {"depth": depth, "semantic": semantic, "motion": motion}
+
+
+def textured_frames(count, shift=(1.5, 0.75), size=(H, W), seed=0):
+    """Smooth random texture translated by `shift` pixels per frame (RGB uint8)."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.uniform(0, 255, (size[0] * 2, size[1] * 2, 3)).astype(np.float32), (0, 0), 3)
+    base = cv2.normalize(base, None, 0, 255, cv2.NORM_MINMAX)
+    frames = []
+    for i in range(count):
+        m = np.float32([[1, 0, -20 + shift[0] * i], [0, 1, -10 + shift[1] * i]])
+        frames.append(cv2.warpAffine(base, m, (size[1], size[0])).round().astype(np.uint8))
+    return frames
+
+
+def test_first_frame_zero_flow_zero_confidence_then_partner_flow():
+    backend = RecordingBackend()
+    pipe = PerceptionPipeline(backend, PARAMS, flow_dt=0.1)
+    frames = textured_frames(3)
+    first = pipe.process(frames[0], 10.0, want_flow=True)
+    assert first.reset and first.reset_reason == "first frame" and first.partner_dt is None
+    flow_in = backend.calls[0][1]
+    assert tuple(flow_in.shape) == (1, 3, H, W) and not flow_in.any()  # u = v = confidence = 0
+    np.testing.assert_array_equal(backend.calls[0][0][0].permute(1, 2, 0).numpy(), frames[0])
+
+    second = pipe.process(frames[1], 10.1, want_flow=True)
+    assert not second.reset and second.partner_dt == pytest.approx(0.1)
+    flow_in = backend.calls[1][1][0]
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames[:2]]
+    # flow on the current frame's grid pointing back to the partner frame, forward-backward confidence
+    args = list(PARAMS.to_dict().values())[:7]
+    expected, conf = calc_optical_flow_farneback(
+        gray[1], gray[0], None, *args, resize_mode=PARAMS.resize_mode, confidence="forward_backward"
+    )
+    np.testing.assert_allclose(flow_in[:2].permute(1, 2, 0).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(flow_in[2].numpy(), conf, atol=1e-4)
+    oracle = cv2.calcOpticalFlowFarneback(gray[1], gray[0], None, *args)
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(flow_in[:2].permute(1, 2, 0).numpy()[inner] - oracle[inner]).mean() < 0.05
+    # the frames move by (+1.5, +0.75) px per frame, so pointing back gives about (-1.5, -0.75)
+    np.testing.assert_allclose(np.median(second.flow[inner], axis=(0, 1)), [-1.5, -0.75], atol=0.15)
+
+
+@pytest.mark.parametrize("rate, expected_gap", [(30.0, 4), (17.0, 2), (10.0, 1), (60.0, 7)])
+def test_partner_is_closest_to_flow_dt(rate, expected_gap):
+    backend = RecordingBackend()
+    pipe = PerceptionPipeline(backend, PARAMS, max_history=8)
+    frames = textured_frames(10)
+    for i, frame in enumerate(frames):
+        result = pipe.process(frame, 100.0 + i / rate)
+    assert result.partner_dt == pytest.approx(expected_gap / rate)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"size": (H // 2, W)}, "image size or encoding changed"),
+        ({"encoding": "bgr8"}, "image size or encoding changed"),
+        ({"stamp": 0.5}, "stamp did not increase"),
+        ({"stamp": 1.0 + 0.05}, "stamp did not increase"),  # equal to the previous stamp
+        ({"stamp": 1.05 + 10 * 0.1 + 0.01}, "gap"),
+    ],
+)
+def test_resets(change, reason):
+    backend = RecordingBackend()
+    pipe = PerceptionPipeline(backend, PARAMS, flow_dt=0.1, reset_gap_factor=10)
+    frames = textured_frames(3)
+    pipe.process(frames[0], 1.0)
+    assert not pipe.process(frames[1], 1.05).reset
+    frame = frames[2]
+    if "size" in change:
+        frame = np.ascontiguousarray(frame[: change["size"][0]])
+    result = pipe.process(frame, change.get("stamp", 1.1), change.get("encoding", "rgb8"))
+    assert result.reset and reason in result.reset_reason and result.partner_dt is None
+    assert not backend.calls[-1][1].any()
+    assert pipe.resets == 2  # the first frame counts as one
+
+
+def test_depth_postprocessing_and_nonfinite_rejection():
+    backend = RecordingBackend()
+    pipe = PerceptionPipeline(backend, PARAMS)
+    frame = textured_frames(1)[0]
+    result = pipe.process(frame, 1.0)
+    raw = frame[:, :, 0].astype(np.float32) / 10 - 5
+    assert result.depth.dtype == np.float32 and result.depth.shape == (H, W)
+    np.testing.assert_array_equal(np.isnan(result.depth), raw <= 0)
+    np.testing.assert_allclose(result.depth[raw > 0], raw[raw > 0], rtol=1e-6)
+    assert result.semantic.dtype == np.uint8 and result.motion.dtype == np.uint8
+    assert {"preprocess", "flow", "network", "postprocess"} <= set(result.timings)
+
+    bad = PerceptionPipeline(RecordingBackend(depth_value=float("nan")), PARAMS)
+    with pytest.raises(NonFiniteOutputError, match=f"{H * W} non-finite"):
+        bad.process(frame, 1.0)
+    assert not bad.history  # a rejected frame never becomes a flow partner
+
+
+def test_output_size_input_resizes_outputs():
+    backend = RecordingBackend(input_size=(H, W))
+    pipe = PerceptionPipeline(backend, PARAMS, output_size="input")
+    frame = textured_frames(1, size=(2 * H, 2 * W))[0]
+    result = pipe.process(frame, 1.0, want_flow=True, want_image=True)
+    assert result.size == (2 * H, 2 * W)
+    assert result.flow.shape == (2 * H, 2 * W, 2) and result.image.shape == (2 * H, 2 * W, 3)
+    net_image = backend.calls[0][0][0]
+    assert tuple(net_image.shape) == (3, H, W)
+    # class ids upsampled with nearest neighbour: every output id exists in the network output
+    net_ids = (net_image[0] // 52).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(
+        result.semantic, cv2.resize(net_ids, (2 * W, 2 * H), interpolation=cv2.INTER_NEAREST)
+    )
+    # network input: antialiased downscale of the frame, close to cv2's area average for a factor of 2
+    area = cv2.resize(frame, (W, H), interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert np.abs(net_image.permute(1, 2, 0).numpy() - area).mean() < 2.0
+
+
+def test_tensor_input_and_bad_input():
+    pipe = PerceptionPipeline(RecordingBackend(), PARAMS)
+    frame = textured_frames(1)[0]
+    result = pipe.process(torch.from_numpy(frame), 1.0)
+    assert result.depth.shape == (H, W)
+    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) uint8 RGB image"):
+        pipe.process(frame.astype(np.float32), 2.0)
+    with pytest.raises(ValueError, match="output_size"):
+        PerceptionPipeline(RecordingBackend(), PARAMS, output_size="full")
+    with pytest.raises(ValueError, match="flow_dt"):
+        PerceptionPipeline(RecordingBackend(), PARAMS, flow_dt=0)
+
+
+def test_colorize_and_overlay():
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
+    ids = np.array([[0, 1], [2, 255]], np.uint8)
+    np.testing.assert_array_equal(
+        colorize(ids, palette), [[[0, 0, 0], [255, 0, 0]], [[0, 255, 0], [0, 0, 0]]]
+    )
+    image = np.full((2, 2, 3), 100, np.uint8)
+    out = overlay_mask(image, np.array([[1, 0], [0, 0]], np.uint8), color=(255, 0, 0), alpha=0.5)
+    expected = cv2.addWeighted(image, 0.5, np.full_like(image, (255, 0, 0)), 0.5, 0)
+    np.testing.assert_array_equal(out[0, 0], expected[0, 0])
+    np.testing.assert_array_equal(out[1:], image[1:])
+
+
+def test_stage_timer_accumulates():
+    timer = StageTimer("cpu")
+    with timer("a"):
+        pass
+    with timer("a"):
+        pass
+    assert set(timer.times) == {"a"} and timer.times["a"] >= 0
