@@ -90,8 +90,10 @@ class MultiTaskNet(nn.Module):
     def streams(self) -> tuple[str, ...]:
         return self.config.streams
 
-    def forward(self, image: Tensor, flow: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, image: Tensor | None, flow: Tensor | None = None) -> dict[str, Tensor]:
         """image (N,3,H,W) RGB 0..255; flow (N,3,H,W) = (u, v) px at input resolution + confidence 0..1.
+
+        Each input is required exactly when the network has that stream (image may be None if flow-only).
 
         Returns {"depth": (N,1,H,W) metres (unclamped), "semantic": (N,C,H,W) logits, "motion": (N,2,H,W)
         logits}, only for the tasks this network was built with.
@@ -102,20 +104,34 @@ class MultiTaskNet(nn.Module):
         shared = self.trunk(stride4)
         return {task: decoder(shared, stride4) for task, decoder in self.decoders.items()}
 
-    def _validated_inputs(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        check_input("image", image)
-        h, w = int(image.shape[2]), int(image.shape[3])
+    def _validated_inputs(self, image: Tensor | None, flow: Tensor | None) -> dict[str, Tensor]:
+        """Normalised inputs per stream, in stream order (flow first, as TI); raw inputs are validated."""
+        reference = None
+        if "image" in self.streams:
+            check_input("image", image)
+            reference = image
+        if "flow" in self.streams:
+            if flow is None:
+                shape = (
+                    f"(N, 3, {reference.shape[2]}, {reference.shape[3]})"
+                    if reference is not None
+                    else "(N, 3, H, W)"
+                )
+                raise ValueError(
+                    f"flow: this network has a flow stream; expected {shape} "
+                    "(u px, v px, confidence 0..1), got None"
+                )
+            if reference is None:
+                check_input("flow", flow)
+            else:
+                check_input("flow", flow, int(reference.shape[2]), int(reference.shape[3]))
+                if flow.shape[0] != reference.shape[0]:
+                    raise ValueError(
+                        f"flow: batch size {flow.shape[0]} != image batch size {reference.shape[0]}"
+                    )
         inputs: dict[str, Tensor] = {}
         for name in self.streams:
             if name == "flow":
-                if flow is None:
-                    raise ValueError(
-                        f"flow: this network has a flow stream; expected (N, 3, {h}, {w}) "
-                        "(u px, v px, confidence 0..1), got None"
-                    )
-                check_input("flow", flow, h, w)
-                if flow.shape[0] != image.shape[0]:
-                    raise ValueError(f"flow: batch size {flow.shape[0]} != image batch size {image.shape[0]}")
                 inputs["flow"] = (flow - self.flow_mean) / self.flow_std
             else:
                 inputs["image"] = (image - self.image_mean) / self.image_std
