@@ -1,0 +1,403 @@
+"""Farnebäck dense optical flow in PyTorch, numerically matching OpenCV.
+
+The algorithm follows ``docs/flow.md`` / the project's OpenCV spec step by step:
+
+1. level count with the 32-px rule; level sizes ``cvRound(size * pyr_scale**k)`` (round half to even);
+2. per level, a Gaussian blur of the *full-resolution* frame (reflect-101) then a bilinear resize;
+3. polynomial expansion (replicate borders) -> 5 channels (b_y, b_x, a_yy, a_xx, a_xy);
+4. per iteration: matrix update (bilinear gather of frame 2's expansion at x + d, out-of-frame fallback,
+   border weights), spatial averaging (box or Gaussian window), 2x2 solve with the +1e-3 regulariser.
+
+Everything is float32 and runs unchanged on CPU and CUDA; no host/device copies happen inside the
+iteration loop. Internal tensors are NCHW with flow channels (dx, dy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .params import OPTFLOW_FARNEBACK_GAUSSIAN, FarnebackParams
+
+MIN_LEVEL_SIZE = 32  # OpenCV stops adding pyramid levels below this many pixels
+_BORDER = (0.14, 0.14, 0.4472, 0.4472, 0.4472)  # OpenCV's matrix-update weights near the frame edge
+_SMALL_GAUSSIAN = {  # cv::getGaussianKernel's fixed table, used when sigma <= 0 and ksize <= 7
+    1: (1.0,),
+    3: (0.25, 0.5, 0.25),
+    5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
+}
+RESIDUAL_EPS = 1.0  # gradient-energy floor of the residual confidence (≈ 0.7 grey levels/px)
+
+
+# --------------------------------------------------------------------------- per-size constants
+def level_plan(height: int, width: int, pyr_scale: float, levels: int) -> list[tuple[int, int, float]]:
+    """``[(h_k, w_k, scale_k)]`` for k = 0..L, with OpenCV's 32-px cropping of the level count."""
+    scale, used = 1.0, 0
+    while used < levels:
+        scale *= pyr_scale
+        if width * scale < MIN_LEVEL_SIZE or height * scale < MIN_LEVEL_SIZE:
+            break
+        used += 1
+    plan = []
+    for k in range(used + 1):
+        s = 1.0
+        for _ in range(k):
+            s *= pyr_scale
+        plan.append((round(height * s), round(width * s), s))  # Python round = cvRound (half to even)
+    return plan
+
+
+def gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
+    """``cv::getGaussianKernel(ksize, sigma, CV_32F)`` including its small fixed-kernel table."""
+    if sigma <= 0 and ksize in _SMALL_GAUSSIAN:
+        taps = np.array(_SMALL_GAUSSIAN[ksize], dtype=np.float32).astype(np.float64)
+    else:
+        sig = sigma if sigma > 0 else ((ksize - 1) * 0.5 - 1) * 0.3 + 0.8
+        x = np.arange(ksize, dtype=np.float64) - (ksize - 1) * 0.5
+        taps = np.exp(-0.5 / (sig * sig) * x * x).astype(np.float32).astype(np.float64)
+    return (taps * (1.0 / taps.sum())).astype(np.float32)
+
+
+def pyramid_blur_params(scale: float) -> tuple[int, float]:
+    """(ksize, sigma) of the full-resolution blur that precedes the resize to a level of ``scale``."""
+    sigma = (1.0 / scale - 1.0) * 0.5
+    return max(round(sigma * 5) | 1, 3), sigma
+
+
+def poly_expansion_constants(poly_n: int, poly_sigma: float) -> tuple[np.ndarray, ...]:
+    """``FarnebackPrepareGaussian``: kernels g, xg, xxg (float32) and ig11, ig03, ig33, ig55 of G⁻¹."""
+    n = poly_n
+    sigma = poly_sigma if poly_sigma >= np.finfo(np.float32).eps else n * 0.3
+    x = np.arange(-n, n + 1)
+    g = np.exp(-(x * x) / (2.0 * sigma * sigma)).astype(np.float32)
+    g = (g.astype(np.float64) * (1.0 / g.astype(np.float64).sum())).astype(np.float32)
+    xg = (x * g).astype(np.float32)
+    xxg = (x * x * g).astype(np.float32)
+    gy, gx = np.meshgrid(g, g, indexing="ij")
+    yy, xx = np.meshgrid(x, x, indexing="ij")
+    w = (gy * gx).astype(np.float32)
+    G = np.zeros((6, 6))
+    G[0, 0] = w.astype(np.float64).sum()
+    G[1, 1] = (w * xx * xx).astype(np.float32).astype(np.float64).sum()
+    G[3, 3] = (w * xx * xx * xx * xx).astype(np.float32).astype(np.float64).sum()
+    G[5, 5] = (w * xx * xx * yy * yy).astype(np.float32).astype(np.float64).sum()
+    G[2, 2] = G[0, 3] = G[0, 4] = G[3, 0] = G[4, 0] = G[1, 1]
+    G[4, 4] = G[3, 3]
+    G[3, 4] = G[4, 3] = G[5, 5]
+    ig = np.linalg.inv(G)
+    return g, xg, xxg, np.array([ig[1, 1], ig[0, 3], ig[3, 3], ig[5, 5]])
+
+
+def border_weight_map(height: int, width: int) -> np.ndarray:
+    """Per-pixel scale of the matrix-update terms near the frame edge, incl. OpenCV's < 10 px quirk.
+
+    OpenCV tests ``(unsigned)(x - 5) >= (unsigned)(W - 10)``; for W < 10 the wrap-around means most
+    pixels get no scaling at all, which we reproduce with explicit modular arithmetic.
+    """
+
+    def axis(n: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(n)
+        lo = np.array([_BORDER[i] if i < 5 else 1.0 for i in idx], dtype=np.float32)
+        hi = np.array([_BORDER[n - 1 - i] if i >= n - 5 else 1.0 for i in idx], dtype=np.float32)
+        near = ((idx - 5) % 2**32) >= ((n - 10) % 2**32)
+        return (lo * hi).astype(np.float32), near
+
+    sy, ny = axis(height)
+    sx, nx = axis(width)
+    scale = (sx[None, :] * sy[:, None]).astype(np.float32)
+    return np.where(nx[None, :] | ny[:, None], scale, np.float32(1.0)).astype(np.float32)
+
+
+def area_resize_matrix(n_src: int, n_dst: int) -> np.ndarray:
+    """(n_dst, n_src) weights of OpenCV INTER_AREA downscaling (exact fractional-overlap averaging)."""
+    if n_dst > n_src:
+        raise ValueError(f"INTER_AREA weights are only defined here for downscaling ({n_src} -> {n_dst})")
+    scale = n_src / n_dst
+    mat = np.zeros((n_dst, n_src), dtype=np.float32)
+    for d in range(n_dst):
+        f1 = d * scale
+        f2 = f1 + scale
+        cell = min(scale, n_src - f1)
+        s1, s2 = math.ceil(f1), math.floor(f2)
+        s2 = min(s2, n_src - 1)
+        s1 = min(s1, s2)
+        if s1 - f1 > 1e-3:
+            mat[d, s1 - 1] = np.float32((s1 - f1) / cell)
+        for s in range(s1, s2):
+            mat[d, s] = np.float32(1.0 / cell)
+        if f2 - s2 > 1e-3:
+            mat[d, s2] = np.float32(min(min(f2 - s2, 1.0), cell) / cell)
+    return mat
+
+
+def corner_resize_index(n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``cv::cuda::resize`` INTER_LINEAR: src = dst·(n_src/n_dst) in float32, far neighbour clamped."""
+    ratio = np.float32(1.0 / (n_dst / n_src))
+    src = np.arange(n_dst, dtype=np.float32) * ratio
+    i0 = np.floor(src).astype(np.int64)
+    frac = (src - i0.astype(np.float32)).astype(np.float32)
+    i0 = np.minimum(i0, n_src - 1)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    return i0, i1, frac
+
+
+def _reflect101_index(n: int, pad: int) -> np.ndarray:
+    """Source indices of ``cv::borderInterpolate(BORDER_REFLECT_101)`` for positions -pad..n+pad-1."""
+    out = []
+    for p in range(-pad, n + pad):
+        if n == 1:
+            out.append(0)
+            continue
+        while p < 0 or p >= n:
+            p = -p if p < 0 else 2 * (n - 1) - p
+        out.append(p)
+    return np.array(out, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- the engine
+@dataclass
+class FrameFeatures:
+    """Polynomial expansion of one frame at every pyramid level (what ``StreamingFarneback.prepare`` makes).
+
+    ``expansions[k]`` is (N, 5, h_k, w_k); ``quads`` caches the 2x2-neighbourhood table used when the
+    frame plays the role of the *second* frame, built lazily once.
+    """
+
+    size: tuple[int, int]
+    batch: int
+    expansions: list[torch.Tensor]
+    engine_key: tuple
+    batched: bool = True
+    quads: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+
+class FarnebackEngine:
+    """All per-(params, size, device) constants and the numerical steps, cached for reuse across frames."""
+
+    def __init__(
+        self,
+        params: FarnebackParams,
+        height: int,
+        width: int,
+        device: torch.device | str = "cpu",
+        compile: bool = False,  # noqa: A002 - mirrors torch.compile
+    ):
+        self.params = params
+        self.size = (int(height), int(width))
+        self.device = torch.device(device)
+        self.key = (params, self.size, str(self.device))
+        self.plan = level_plan(height, width, params.pyr_scale, params.levels)
+        dev, f32 = self.device, torch.float32
+        self._blur = []
+        for _, _, scale in self.plan:
+            ksize, sigma = pyramid_blur_params(scale)
+            k = torch.from_numpy(gaussian_kernel(ksize, sigma)).to(dev)
+            r = ksize // 2
+            self._blur.append(
+                (
+                    k.view(1, 1, -1, 1),
+                    k.view(1, 1, 1, -1),
+                    r,
+                    torch.from_numpy(_reflect101_index(height, r)).to(dev),
+                    torch.from_numpy(_reflect101_index(width, r)).to(dev),
+                )
+            )
+        g, xg, xxg, (ig11, ig03, ig33, ig55) = poly_expansion_constants(params.poly_n, params.poly_sigma)
+        self._poly_n = params.poly_n
+        self._poly_v = torch.from_numpy(np.stack([g, xg, xxg])[:, None, :, None].copy()).to(dev)
+        g64, xg64, xxg64 = (a.astype(np.float64) for a in (g, xg, xxg))
+        zero = np.zeros_like(g64)
+        # Horizontal pass straight to the 5 output channels (input channels: v0, v1, v2).
+        hk = np.array(
+            [
+                [zero, g64 * ig11, zero],  # b_y = b3·ig11
+                [xg64 * ig11, zero, zero],  # b_x = b2·ig11
+                [g64 * ig03, zero, g64 * ig33],  # a_yy = b1·ig03 + b5·ig33
+                [g64 * ig03 + xxg64 * ig33, zero, zero],  # a_xx = b1·ig03 + b4·ig33
+                [zero, xg64 * ig55, zero],  # a_xy = b6·ig55
+            ]
+        )
+        self._poly_h = torch.from_numpy(hk[:, :, None, :].astype(np.float32)).to(dev)
+        m = params.winsize // 2
+        self._m = m
+        if params.flags & OPTFLOW_FARNEBACK_GAUSSIAN:
+            sig = m * 0.3
+            taps = [1.0] + [float(np.float32(math.exp(-i * i / (2 * sig * sig)))) for i in range(1, m + 1)]
+            s = 1.0 / (1.0 + 2.0 * sum(taps[1:])) if m > 0 else 1.0
+            half = np.array([np.float32(t * s) for t in taps], dtype=np.float32)
+            win = np.concatenate([half[:0:-1], half])
+        else:
+            norm = params.winsize if params.resize_mode == "cpu" else 2 * m + 1
+            win = np.full(2 * m + 1, 1.0 / norm, dtype=np.float32)
+        wt = torch.from_numpy(win.astype(np.float32)).to(dev)
+        self._win_v, self._win_h = wt.view(1, 1, -1, 1), wt.view(1, 1, 1, -1)
+        self._levels = []  # per level: grid x, grid y, border map
+        for h, w, _ in self.plan:
+            self._levels.append(
+                (
+                    torch.arange(w, device=dev, dtype=f32).view(1, 1, w),
+                    torch.arange(h, device=dev, dtype=f32).view(1, h, 1),
+                    torch.from_numpy(border_weight_map(h, w)).to(dev),
+                )
+            )
+        self._resize_cache: dict[tuple, tuple] = {}
+        self._update: Callable = _update_matrices
+        self._solve: Callable = _solve
+        if compile:
+            self._update = torch.compile(_update_matrices, dynamic=False)
+            self._solve = torch.compile(_solve, dynamic=False)
+
+    # ---------------------------------------------------------------- resizes
+    def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Bilinear resize in the configured convention (OpenCV CPU half-pixel or CUDA corner-aligned)."""
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        if self.params.resize_mode == "cpu":
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self._corner_resize(x, size)
+
+    def _corner_resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        key = ("corner", tuple(x.shape[-2:]), tuple(size))
+        if key not in self._resize_cache:
+            tabs = []
+            for n_src, n_dst in zip(x.shape[-2:], size, strict=True):
+                i0, i1, a = corner_resize_index(n_src, n_dst)
+                tabs.append(tuple(torch.from_numpy(t).to(self.device) for t in (i0, i1, a)))
+            self._resize_cache[key] = tuple(tabs)
+        (y0, y1, ay), (x0, x1, ax) = self._resize_cache[key]
+        rows = torch.lerp(x.index_select(-2, y0), x.index_select(-2, y1), ay.view(-1, 1))
+        return torch.lerp(rows.index_select(-1, x0), rows.index_select(-1, x1), ax)
+
+    def _area_resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        key = ("area", tuple(x.shape[-2:]), tuple(size))
+        if key not in self._resize_cache:
+            self._resize_cache[key] = (
+                torch.from_numpy(area_resize_matrix(x.shape[-2], size[0])).to(self.device),
+                torch.from_numpy(area_resize_matrix(x.shape[-1], size[1])).to(self.device),
+            )
+        wy, wx = self._resize_cache[key]
+        return wy @ x @ wx.T
+
+    # ---------------------------------------------------------------- per-frame expansion
+    def expand(self, gray: torch.Tensor) -> FrameFeatures:
+        """(N, 1, H, W) float32 frame -> its polynomial expansion at every level."""
+        n = self._poly_n
+        out = []
+        for (h, w, _), (kv, kh, _r, iy, ix) in zip(self.plan, self._blur, strict=True):
+            padded = gray.index_select(-2, iy).index_select(-1, ix)  # reflect-101 on both axes
+            blurred = F.conv2d(F.conv2d(padded, kv), kh)
+            level = self._resize(blurred, (h, w))
+            v = F.conv2d(F.pad(level, (0, 0, n, n), mode="replicate"), self._poly_v)
+            out.append(F.conv2d(F.pad(v, (n, n, 0, 0), mode="replicate"), self._poly_h))
+        return FrameFeatures(self.size, gray.shape[0], out, self.key)
+
+    def quad(self, feats: FrameFeatures, k: int) -> torch.Tensor:
+        """(N·h·w, 20) table: the 2x2 neighbourhood of each pixel's 5 channels, for a single-row gather."""
+        if k not in feats.quads:
+            r = feats.expansions[k].permute(0, 2, 3, 1)  # N, h, w, 5
+            right = torch.cat([r[:, :, 1:], r[:, :, -1:]], dim=2)
+            below = torch.cat([r[:, 1:], r[:, -1:]], dim=1)
+            below_right = torch.cat([right[:, 1:], right[:, -1:]], dim=1)
+            feats.quads[k] = torch.cat([r, right, below, below_right], dim=-1).reshape(-1, 20).contiguous()
+        return feats.quads[k]
+
+    # ---------------------------------------------------------------- iterations
+    def blur(self, m: torch.Tensor) -> torch.Tensor:
+        """Spatial averaging of the matrix entries (box or Gaussian window, replicate border)."""
+        n, c, h, w = m.shape
+        r = self._m
+        x = F.pad(m.reshape(n * c, 1, h, w), (r, r, r, r), mode="replicate")
+        return F.conv2d(F.conv2d(x, self._win_v), self._win_h).view(n, c, h, w)
+
+    def level_flow(self, r0: torch.Tensor, quad: torch.Tensor, flow: torch.Tensor, k: int) -> torch.Tensor:
+        gx, gy, border = self._levels[k]
+        m = self._update(r0, quad, flow, gx, gy, border)
+        for i in range(self.params.iterations):
+            flow = self._solve(self.blur(m))
+            if i < self.params.iterations - 1:
+                m = self._update(r0, quad, flow, gx, gy, border)
+        return flow
+
+    def flow(
+        self, prev: FrameFeatures, nxt: FrameFeatures, initial_flow: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Coarse-to-fine flow (N, 2, H, W) from prev to nxt, optionally seeded (OPTFLOW_USE_INITIAL_FLOW)."""
+        flow = None
+        for k in range(len(self.plan) - 1, -1, -1):
+            h, w, scale = self.plan[k]
+            if flow is not None:
+                flow = self._resize(flow, (h, w)) * (1.0 / self.params.pyr_scale)
+            elif initial_flow is not None:
+                if self.params.resize_mode == "cpu":
+                    flow = self._area_resize(initial_flow, (h, w)) * scale
+                else:
+                    flow = self._resize(initial_flow, (h, w)) * scale
+            else:
+                flow = torch.zeros(prev.batch, 2, h, w, device=self.device, dtype=torch.float32)
+            flow = self.level_flow(prev.expansions[k], self.quad(nxt, k), flow, k)
+        return flow
+
+    def residual_confidence(
+        self, prev: FrameFeatures, nxt: FrameFeatures, flow: torch.Tensor
+    ) -> torch.Tensor:
+        """conf = 1 − min(rel, 1), rel = (box|b¹−b²(x+d)|² + ε) / (box(|b¹|²+|b²(x+d)|²) + ε).
+
+        b = (b_y, b_x) of the level-0 polynomial expansions, b²(x+d) bilinearly sampled (0 out of frame,
+        so pixels that leave the frame get rel = 1). ε = RESIDUAL_EPS keeps flat regions at low confidence.
+        """
+        gx, gy, _ = self._levels[0]
+        b1 = prev.expansions[0][:, :2]
+        b2 = _gather(self.quad(nxt, 0), flow, gx, gy)[0][..., :2].permute(0, 3, 1, 2)
+        num = (b1 - b2).square().sum(1, keepdim=True)
+        den = (b1.square() + b2.square()).sum(1, keepdim=True)
+        both = self.blur(torch.cat([num, den], dim=1))
+        rel = (both[:, 0] + RESIDUAL_EPS) / (both[:, 1] + RESIDUAL_EPS)
+        return 1.0 - rel.clamp(max=1.0)
+
+
+def _gather(quad: torch.Tensor, flow: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor):
+    """Bilinear sample of frame 2's expansion at x + d; zero where the 2x2 footprint leaves the frame."""
+    n, _, h, w = flow.shape
+    dx, dy = flow[:, 0], flow[:, 1]
+    fx, fy = gx + dx, gy + dy
+    x1, y1 = torch.floor(fx), torch.floor(fy)
+    ax, ay = fx - x1, fy - y1
+    inside = (x1 >= 0) & (x1 < w - 1) & (y1 >= 0) & (y1 < h - 1)
+    base = torch.arange(n, device=flow.device).view(n, 1, 1) * (h * w)
+    idx = torch.where(inside, y1 * w + x1, 0).to(torch.int64) + base
+    q = quad.index_select(0, idx.view(-1)).view(n, h, w, 4, 5)
+    bx = 1.0 - ax
+    by = torch.where(inside, 1.0 - ay, 0.0)
+    ay = torch.where(inside, ay, 0.0)
+    wts = torch.stack([bx * by, ax * by, bx * ay, ax * ay], dim=-1).unsqueeze(-1)
+    return (q * wts).sum(-2), inside, dx, dy
+
+
+def _update_matrices(r0, quad, flow, gx, gy, border):
+    """``FarnebackUpdateMatrices``: the per-pixel normal equations (G11, G12, G22, h1, h2) for flow d."""
+    s, inside, dx, dy = _gather(quad, flow, gx, gy)  # s: N, h, w, 5 (zero outside)
+    twice = torch.where(inside, 1.0, 2.0)
+    r4 = (r0[:, 2] * twice + s[..., 2]) * 0.5  # inside: mean a_yy; outside: R0's own
+    r5 = (r0[:, 3] * twice + s[..., 3]) * 0.5
+    r6 = (r0[:, 4] * twice + s[..., 4]) * 0.25
+    r2 = (r0[:, 0] - s[..., 0]) * 0.5 + r4 * dy + r6 * dx
+    r3 = (r0[:, 1] - s[..., 1]) * 0.5 + r6 * dy + r5 * dx
+    r2, r3, r4, r5, r6 = (t * border for t in (r2, r3, r4, r5, r6))
+    return torch.stack(
+        [r4 * r4 + r6 * r6, (r4 + r5) * r6, r5 * r5 + r6 * r6, r4 * r2 + r6 * r3, r6 * r2 + r5 * r3], dim=1
+    )
+
+
+def _solve(mb: torch.Tensor) -> torch.Tensor:
+    """``FarnebackUpdateFlow``: solve the averaged 2x2 systems, regularised by +1e-3 like OpenCV."""
+    g11, g12, g22, h1, h2 = mb.unbind(1)
+    idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
+    return torch.stack([(g11 * h2 - g12 * h1) * idet, (g22 * h1 - g12 * h2) * idet], dim=1)
