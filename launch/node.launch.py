@@ -1,0 +1,94 @@
+"""Launch mtl_perception_node with the package's parameter file, a remappable input topic and overrides.
+
+    ros2 launch mtl_perception node.launch.py image_topic:=/camera/image_raw
+    ros2 launch mtl_perception node.launch.py model_file:=/models/mtl.onnx backend:=onnxruntime \
+        namespace:=front use_shm_transport:=true
+
+Launch arguments left empty keep the value from params_file.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+PACKAGE = "mtl_perception"
+
+
+def _node(context, *args, **kwargs):
+    """The node, with only the non-empty launch arguments turned into parameter overrides."""
+    overrides = {}
+    for name in ("model_file", "backend", "device"):
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    return [
+        Node(
+            package=PACKAGE,
+            executable="mtl_perception_node",
+            name="mtl_perception",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("params_file"), overrides],
+            remappings=[
+                ("image", LaunchConfiguration("image_topic")),
+                ("camera_info", LaunchConfiguration("camera_info_topic")),
+            ],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory(PACKAGE)
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=os.path.join(share, "config", "params.yaml"),
+                description="YAML parameter file (/**: ros__parameters: ...)",
+            ),
+            DeclareLaunchArgument(
+                "image_topic", default_value="/camera/image_raw", description="Input sensor_msgs/Image topic"
+            ),
+            DeclareLaunchArgument(
+                "camera_info_topic",
+                default_value="/camera/camera_info",
+                description="Input sensor_msgs/CameraInfo topic",
+            ),
+            DeclareLaunchArgument(
+                "namespace",
+                default_value="mtl_perception",
+                description="Namespace of the node and of its output topics",
+            ),
+            DeclareLaunchArgument(
+                "model_file",
+                default_value="",
+                description="Checkpoint / ONNX / TensorRT engine (empty: keep params_file)",
+            ),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="",
+                description="auto | tensorrt | onnxruntime | torch (empty: keep params_file)",
+            ),
+            DeclareLaunchArgument(
+                "device", default_value="", description="auto | cpu | cuda:N (empty: keep params_file)"
+            ),
+            DeclareLaunchArgument(
+                "use_shm_transport",
+                default_value="false",
+                description="Use config/fastdds_shm.xml (64 MiB shared-memory segment)",
+            ),
+            SetEnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                os.path.join(share, "config", "fastdds_shm.xml"),
+                condition=IfCondition(LaunchConfiguration("use_shm_transport")),
+            ),
+            OpaqueFunction(function=_node),
+        ]
+    )

@@ -1,0 +1,544 @@
+"""``mtl_perception_node``: the ROS 2 wrapper around :class:`mtl_perception.pipeline.PerceptionPipeline`.
+
+Thin on purpose (the yolo_ros / image_pipeline shape): it declares parameters, QoS and topics, keeps the
+newest camera frame, runs the library pipeline on a worker thread and publishes the results with the
+input header. No algorithm lives here.
+
+Topics (relative, remappable): in ``image`` (+ optional ``camera_info``); out ``depth`` (32FC1 m, NaN
+invalid), ``semantic`` (mono8 ids), ``semantic/color`` (rgb8), ``motion`` (mono8 0/1), ``motion/overlay``
+(rgb8), optional ``flow`` (32FC2), ``depth/camera_info``, and ``/diagnostics``. See docs/node.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, Image
+
+from mtl_perception.flow import OPTFLOW_FARNEBACK_GAUSSIAN, FarnebackParams
+from mtl_perception.pipeline import (
+    OUTPUT_SIZES,
+    NonFiniteOutputError,
+    PerceptionPipeline,
+    colorize,
+    overlay_mask,
+)
+from mtl_perception.ros.conversions import (
+    DEFAULT_MAX_PIXELS,
+    ImageConversionError,
+    fill_image,
+    image_to_tensor,
+    scaled_camera_info_fields,
+)
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+PALETTES = ("five", "trainid")
+STAGES = ("convert", "preprocess", "flow", "network", "postprocess", "publish")
+
+
+class StartupError(ValueError):
+    """A parameter or model problem found at startup; the node exits non-zero with this message."""
+
+
+def input_qos() -> QoSProfile:
+    """Sensor-data QoS with depth 1: accepts reliable and best-effort cameras, never queues stale frames."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+def output_qos() -> QoSProfile:
+    """Reliable keep-last 2 (REP 2003 for processed data); overridable through qos_overrides parameters."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+
+# ----------------------------------------------------------------------------------------- parameters
+def _int(description, low, high, step=0):
+    return ParameterDescriptor(
+        description=description, integer_range=[IntegerRange(from_value=low, to_value=high, step=step)]
+    )
+
+
+def _float(description, low, high):
+    return ParameterDescriptor(
+        description=description,
+        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)],
+    )
+
+
+def _text(description, choices=None):
+    constraints = f"one of: {', '.join(choices)}" if choices else ""
+    return ParameterDescriptor(description=description, additional_constraints=constraints)
+
+
+PARAMETERS = {
+    # name: (default, descriptor)
+    "model_file": (
+        "",
+        _text(
+            "Checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine); empty = seeded "
+            "untrained model of model_preset (for plumbing tests only)."
+        ),
+    ),
+    "model_preset": ("ti", _text("Architecture preset used when model_file is empty.")),
+    "seed": (0, _int("Seed of the untrained model when model_file is empty.", 0, 2**31 - 1)),
+    "backend": ("auto", _text("Inference backend.", BACKENDS)),
+    "device": ("auto", _text("Torch device: auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N.")),
+    "precision": ("fp32", _text("Network precision.", ("fp32", "fp16"))),
+    "network_height": (384, _int("Network input height in pixels (multiple of 16).", 32, 4096, 16)),
+    "network_width": (768, _int("Network input width in pixels (multiple of 16).", 32, 8192, 16)),
+    "output_size": ("network", _text("Resolution of the published images.", OUTPUT_SIZES)),
+    "flow.pyr_scale": (0.5, _float("Farnebäck pyramid scale.", 0.05, 0.95)),
+    "flow.levels": (5, _int("Farnebäck pyramid levels.", 0, 10)),
+    "flow.winsize": (13, _int("Farnebäck averaging window.", 1, 101)),
+    "flow.iterations": (10, _int("Farnebäck iterations per level.", 1, 50)),
+    "flow.poly_n": (5, _int("Farnebäck polynomial neighbourhood (odd).", 3, 9, 2)),
+    "flow.poly_sigma": (1.1, _float("Farnebäck polynomial Gaussian sigma.", 0.0, 5.0)),
+    "flow.gaussian": (
+        False,
+        ParameterDescriptor(description="Gaussian instead of box window (OPTFLOW_FARNEBACK_GAUSSIAN)."),
+    ),
+    "flow.resize_mode": ("cpu", _text("Pyramid resize convention to reproduce.", ("cpu", "cuda"))),
+    "flow.confidence": (
+        "forward_backward",
+        _text(
+            "Flow confidence fed to the network (must match the training flow).",
+            ("forward_backward", "residual"),
+        ),
+    ),
+    "flow_dt": (
+        2.0 / 17.0,
+        _float(
+            "Target time gap (s) between a frame and its flow partner; the network "
+            "learned flow over 2 frames at 17 Hz.",
+            0.001,
+            10.0,
+        ),
+    ),
+    "max_history": (8, _int("Processed frames kept as flow partner candidates.", 1, 64)),
+    "reset_gap_factor": (
+        10.0,
+        _float(
+            "Reset the flow history when two processed frames are more than "
+            "reset_gap_factor * flow_dt apart.",
+            1.0,
+            1000.0,
+        ),
+    ),
+    "publish_flow": (False, ParameterDescriptor(description="Publish the flow (32FC2, pixels) on 'flow'.")),
+    "palette": ("five", _text("Named colour palette for semantic/color.", PALETTES)),
+    "palette_rgb": (
+        [0],
+        ParameterDescriptor(
+            description="Custom palette: one 0xRRGGBB integer per class; [0] or empty = use 'palette'."
+        ),
+    ),
+    "overlay_alpha": (0.5, _float("Opacity of the motion overlay colour.", 0.0, 1.0)),
+    "max_image_pixels": (
+        DEFAULT_MAX_PIXELS,
+        _int("Reject input images with more pixels than this.", 1, 2**31 - 1),
+    ),
+    "use_camera_info": (
+        True,
+        ParameterDescriptor(
+            description="Subscribe 'camera_info' and publish 'depth/camera_info' scaled to the output size."
+        ),
+    ),
+    "diagnostics_period": (1.0, _float("Seconds between /diagnostics messages.", 0.05, 3600.0)),
+    "summary_period": (10.0, _float("Seconds between one-line log summaries (0 = never).", 0.0, 86400.0)),
+    "error_throttle": (5.0, _float("Minimum seconds between two bad-input error logs.", 0.0, 3600.0)),
+}
+
+
+@dataclass
+class _Stats:
+    """Counters and per-period samples shared by the worker and the diagnostics timer (under a lock)."""
+
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    resets: int = 0
+    last_error: str = ""
+    period_received: int = 0
+    period_processed: int = 0
+    latency_receive: list = field(default_factory=list)
+    latency_stamp: list = field(default_factory=list)
+    stages: dict = field(default_factory=dict)
+    partner_dt: deque = field(default_factory=lambda: deque(maxlen=50))
+
+
+def _palette_from_ints(values) -> np.ndarray:
+    return np.array([[(v >> 16) & 255, (v >> 8) & 255, v & 255] for v in values], np.uint8)
+
+
+class PerceptionNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("mtl_perception", **kwargs)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.params = p
+        self.pipeline, self.palette = self._build(p)
+        backend = self.pipeline.backend
+        self.description = (
+            f"backend={backend.name} device={self.pipeline.device} "
+            f"network={self.pipeline.network_size[0]}x{self.pipeline.network_size[1]} "
+            f"output_size={p['output_size']} model={p['model_file'] or 'untrained ' + p['model_preset']}"
+        )
+
+        qos_options = QoSOverridingOptions.with_default_policies()
+        self.tasks = tuple(t for t in ("depth", "semantic", "motion") if t in tuple(backend.tasks))
+        pub = {}
+        for topic in ("depth", "semantic", "semantic/color", "motion", "motion/overlay"):
+            if topic.split("/")[0] in self.tasks:
+                pub[topic] = self.create_publisher(
+                    Image, topic, output_qos(), qos_overriding_options=qos_options
+                )
+        if p["publish_flow"]:
+            pub["flow"] = self.create_publisher(
+                Image, "flow", output_qos(), qos_overriding_options=qos_options
+            )
+        if p["use_camera_info"] and "depth" in self.tasks:
+            pub["depth/camera_info"] = self.create_publisher(
+                CameraInfo, "depth/camera_info", output_qos(), qos_overriding_options=qos_options
+            )
+        self.pub = pub
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._latest: tuple[Image, float] | None = None
+        self._camera_info: CameraInfo | None = None
+        self._running = True
+        self.stats = _Stats()
+        self._period_start = time.monotonic()
+        self._last_summary = time.monotonic()
+        self._summary_counts = (0, 0)
+
+        self.create_subscription(
+            Image, "image", self._on_image, input_qos(), qos_overriding_options=qos_options
+        )
+        if p["use_camera_info"]:
+            self.create_subscription(
+                CameraInfo,
+                "camera_info",
+                self._on_camera_info,
+                input_qos(),
+                qos_overriding_options=qos_options,
+            )
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        self.worker = threading.Thread(target=self._work, name="mtl_perception_worker", daemon=True)
+        self.worker.start()
+        self.get_logger().info(f"ready: {self.description}; subscribed to {self.resolve_topic_name('image')}")
+
+    # ------------------------------------------------------------------------------------ startup
+    def _build(self, p: dict) -> tuple[PerceptionPipeline, np.ndarray]:
+        """Turn parameters into a pipeline; every impossible value becomes a StartupError naming it."""
+        from mtl_perception.inference import create_backend
+
+        if p["backend"] not in BACKENDS:
+            raise StartupError(f"parameter backend={p['backend']!r} must be one of {BACKENDS}")
+        if p["output_size"] not in OUTPUT_SIZES:
+            raise StartupError(f"parameter output_size={p['output_size']!r} must be one of {OUTPUT_SIZES}")
+        if p["palette"] not in PALETTES:
+            raise StartupError(f"parameter palette={p['palette']!r} must be one of {PALETTES}")
+        height, width = p["network_height"], p["network_width"]
+        if height % 16 or width % 16:
+            raise StartupError(f"network size {height}x{width} must be a multiple of 16 in both directions")
+        device = p["device"]
+        if device == "auto":
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        try:
+            device = torch.device(device)
+        except RuntimeError as error:
+            raise StartupError(f"parameter device={p['device']!r} is not a torch device: {error}") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise StartupError(f"parameter device={p['device']!r} but CUDA is not available")
+        try:
+            flow_params = FarnebackParams(
+                pyr_scale=p["flow.pyr_scale"],
+                levels=p["flow.levels"],
+                winsize=p["flow.winsize"],
+                iterations=p["flow.iterations"],
+                poly_n=p["flow.poly_n"],
+                poly_sigma=p["flow.poly_sigma"],
+                flags=OPTFLOW_FARNEBACK_GAUSSIAN if p["flow.gaussian"] else 0,
+                resize_mode=p["flow.resize_mode"],
+            )
+        except ValueError as error:
+            raise StartupError(f"flow parameters: {error}") from error
+        model_file = p["model_file"] or None
+        try:
+            backend = create_backend(
+                model_file,
+                backend=p["backend"],
+                device=str(device),
+                precision=p["precision"],
+                input_size=(height, width),
+                preset=p["model_preset"],
+                seed=p["seed"],
+            )
+        except FileNotFoundError as error:
+            raise StartupError(f"model_file {model_file!r} not found: {error}") from error
+        except (ValueError, RuntimeError, OSError, KeyError) as error:
+            raise StartupError(
+                f"cannot load model {model_file or p['model_preset']!r} "
+                f"with backend {p['backend']!r}: {error}"
+            ) from error
+        if tuple(backend.input_size) != (height, width):
+            self.get_logger().warn(
+                f"model input size {tuple(backend.input_size)} overrides "
+                f"network_height/width {height}x{width}"
+            )
+        custom = [int(v) for v in p["palette_rgb"]]
+        if custom not in ([], [0]):
+            if any(v < 0 or v > 0xFFFFFF for v in custom):
+                raise StartupError("palette_rgb entries must be 0xRRGGBB integers in [0, 16777215]")
+            palette = _palette_from_ints(custom)
+        else:
+            from mtl_perception.data import semantic_palette
+
+            palette = np.asarray(semantic_palette(p["palette"]), np.uint8)
+        classes = int(getattr(backend, "num_semantic_classes", len(palette)))
+        if "semantic" in tuple(backend.tasks) and len(palette) < classes:
+            raise StartupError(f"palette has {len(palette)} colours but the model predicts {classes} classes")
+        try:
+            pipeline = PerceptionPipeline(
+                backend,
+                flow_params,
+                device=device,
+                flow_dt=p["flow_dt"],
+                max_history=p["max_history"],
+                output_size=p["output_size"],
+                reset_gap_factor=p["reset_gap_factor"],
+                confidence_mode=p["flow.confidence"],
+            )
+        except ValueError as error:
+            raise StartupError(str(error)) from error
+        return pipeline, palette
+
+    # ---------------------------------------------------------------------------------- callbacks
+    def _on_image(self, msg: Image) -> None:
+        """Keep only the newest frame; the worker picks it up (no processing in the executor thread)."""
+        with self._wake:
+            self.stats.received += 1
+            self.stats.period_received += 1
+            if self._latest is not None:
+                self.stats.dropped += 1
+            self._latest = (msg, time.monotonic())
+            self._wake.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._camera_info = msg
+
+    # ------------------------------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while self._running and self._latest is None:
+                    self._wake.wait(timeout=0.5)
+                if not self._running:
+                    return
+                msg, received = self._latest
+                self._latest = None
+            try:
+                self._process(msg, received)
+            except (ImageConversionError, NonFiniteOutputError, ValueError) as error:
+                self._reject(msg, error)
+            except Exception as error:  # keep the node alive; a crash here would silently stop all outputs
+                self._reject(msg, error, unexpected=True)
+
+    def _reject(self, msg: Image, error: Exception, unexpected: bool = False) -> None:
+        kind = "unexpected error" if unexpected else "bad input"
+        text = (
+            f"{kind}, frame dropped (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, "
+            f"{msg.width}x{msg.height} {msg.encoding!r}): {error}"
+        )
+        with self._lock:
+            self.stats.rejected += 1
+            self.stats.last_error = str(error)
+        self.get_logger().error(text, throttle_duration_sec=self.params["error_throttle"])
+
+    def _process(self, msg: Image, received: float) -> None:
+        start = time.perf_counter()
+        image = image_to_tensor(msg, self.pipeline.device, self.params["max_image_pixels"])
+        convert_ms = (time.perf_counter() - start) * 1e3
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        want_color = "semantic/color" in self.pub and self.pub["semantic/color"].get_subscription_count() > 0
+        want_overlay = (
+            "motion/overlay" in self.pub and self.pub["motion/overlay"].get_subscription_count() > 0
+        )
+        result = self.pipeline.process(
+            image,
+            stamp,
+            msg.encoding,
+            want_flow="flow" in self.pub,
+            want_image=want_overlay,
+            timings={"convert": convert_ms},
+        )
+        publish_start = time.perf_counter()
+        header = msg.header
+        outputs = [
+            ("depth", result.depth, "32FC1"),
+            ("semantic", result.semantic, "mono8"),
+            ("motion", result.motion, "mono8"),
+            ("flow", result.flow, "32FC2"),
+        ]
+        if want_color and result.semantic is not None:
+            outputs.append(("semantic/color", colorize(result.semantic, self.palette), "rgb8"))
+        if want_overlay and result.motion is not None:
+            outputs.append(
+                (
+                    "motion/overlay",
+                    overlay_mask(result.image, result.motion, alpha=self.params["overlay_alpha"]),
+                    "rgb8",
+                )
+            )
+        for topic, array, encoding in outputs:
+            if array is not None and topic in self.pub:
+                self.pub[topic].publish(fill_image(Image(), array, encoding, header))
+        if "depth/camera_info" in self.pub:
+            with self._lock:
+                info = self._camera_info
+            if info is not None:
+                out_h, out_w = result.size
+                scaled = CameraInfo(**scaled_camera_info_fields(info, msg.width, msg.height, out_w, out_h))
+                scaled.header = header
+                self.pub["depth/camera_info"].publish(scaled)
+        done = time.monotonic()
+        timings = dict(result.timings)
+        timings["publish"] = (time.perf_counter() - publish_start) * 1e3
+        now_ns = self.get_clock().now().nanoseconds
+        stamp_latency = (now_ns - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) * 1e-6
+        with self._lock:
+            s = self.stats
+            s.processed += 1
+            s.period_processed += 1
+            s.resets += int(result.reset)
+            s.latency_receive.append((done - received) * 1e3)
+            s.latency_stamp.append(stamp_latency)
+            for stage, value in timings.items():
+                s.stages.setdefault(stage, []).append(value)
+            if result.partner_dt is not None:
+                s.partner_dt.append(result.partner_dt)
+
+    # -------------------------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            s = self.stats
+            elapsed = max(now - self._period_start, 1e-9)
+            values = {
+                "input_rate_hz": s.period_received / elapsed,
+                "output_rate_hz": s.period_processed / elapsed,
+                "latency_receive_to_publish_ms": _mean(s.latency_receive),
+                "latency_stamp_to_publish_ms": _mean(s.latency_stamp),
+                "latency_stamp_to_publish_max_ms": max(s.latency_stamp, default=float("nan")),
+                **{f"stage_{stage}_ms": _mean(s.stages.get(stage, [])) for stage in STAGES},
+                "flow_partner_dt_ms": _mean(list(s.partner_dt)) * 1e3,
+                "frames_received": s.received,
+                "frames_processed": s.processed,
+                "frames_dropped": s.dropped,
+                "frames_rejected": s.rejected,
+                "resets": s.resets,
+                "last_error": s.last_error,
+            }
+            processed_in_period = s.period_processed
+            s.period_received = s.period_processed = 0
+            s.latency_receive, s.latency_stamp, s.stages = [], [], {}
+            self._period_start = now
+        backend = self.pipeline.backend
+        values.update(
+            {
+                "backend": backend.name,
+                "device": str(self.pipeline.device),
+                "network_size": f"{self.pipeline.network_size[0]}x{self.pipeline.network_size[1]}",
+                "output_size": self.params["output_size"],
+            }
+        )
+        if values["frames_received"] == 0:
+            level, message = DiagnosticStatus.WARN, "waiting for images"
+        elif processed_in_period == 0 and values["input_rate_hz"] > 0:
+            level, message = DiagnosticStatus.WARN, "receiving but not processing"
+        elif values["last_error"]:
+            level, message = DiagnosticStatus.WARN, f"rejected frames; last: {values['last_error']}"
+        else:
+            level, message = DiagnosticStatus.OK, "ok"
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_fully_qualified_name()}: pipeline",
+            message=message,
+            hardware_id=f"{backend.name}@{self.pipeline.device}",
+            values=[KeyValue(key=k, value=_fmt(v)) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+        if self.params["summary_period"] > 0 and now - self._last_summary >= self.params["summary_period"]:
+            span = now - self._last_summary
+            rate_in = (values["frames_received"] - self._summary_counts[0]) / span
+            rate_out = (values["frames_processed"] - self._summary_counts[1]) / span
+            self._last_summary = now
+            self._summary_counts = (values["frames_received"], values["frames_processed"])
+            self.get_logger().info(
+                f"in {rate_in:.1f} Hz, out {rate_out:.1f} Hz, last-period latency "
+                f"{values['latency_stamp_to_publish_ms']:.1f} ms (stamp->publish), network "
+                f"{values['stage_network_ms']:.1f} ms, flow {values['stage_flow_ms']:.1f} ms; received "
+                f"{values['frames_received']}, processed {values['frames_processed']}, dropped "
+                f"{values['frames_dropped']}, rejected {values['frames_rejected']}, resets {values['resets']}"
+            )
+
+    def stop(self) -> None:
+        with self._wake:
+            self._running = False
+            self._wake.notify_all()
+        self.worker.join(timeout=5.0)
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ros2 run mtl_perception mtl_perception_node``; non-zero exit on startup errors."""
+    rclpy.init(args=argv)
+    try:
+        node = PerceptionNode()
+    except Exception as error:  # parameters, model file, backend: report the cause and exit non-zero
+        cause = error if isinstance(error, StartupError) else f"{type(error).__name__}: {error}"
+        print(f"[mtl_perception] startup failed: {cause}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()  # rclpy's signal handlers turn SIGINT/SIGTERM into a context shutdown
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
