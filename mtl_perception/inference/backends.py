@@ -456,6 +456,8 @@ def create_backend(
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be cpu or cuda, got {device}")
     input_size = (int(input_size[0]), int(input_size[1]))
+    if min(input_size) <= 0 or input_size[0] % 16 or input_size[1] % 16:
+        raise ValueError(f"input_size must be positive multiples of 16 (H, W), got {input_size}")
     path = Path(model_path) if model_path is not None else None
     kind = _model_kind(path)
     if path is not None and not path.is_file():
