@@ -1,0 +1,25 @@
+"""Shared synthetic dataset for the data tests: generated once per test process (2 x 30 frames, 128x256)."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+SPLIT = "val"
+CITY = "testcity"
+HEIGHT, WIDTH = 128, 256
+SEQUENCES, FRAMES = 2, 30
+
+
+@functools.lru_cache(maxsize=1)
+def synthetic_root() -> Path:
+    """Root of a small synthetic Cityscapes tree (images, GT, camera, vehicle, timestamps)."""
+    from mtl_perception.data.synthetic import generate
+
+    root = Path(tempfile.mkdtemp(prefix="mtl_data_test_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    generate(root, SPLIT, SEQUENCES, FRAMES, HEIGHT, WIDTH, seed=3, city=CITY, show_progress=False)
+    return root
