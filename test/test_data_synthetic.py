@@ -1,0 +1,275 @@
+"""Synthetic generator and Cityscapes layout/labels/depth: layout, determinism, official label ids, and the
+self-consistency of the ground truth with the images (cv2 Farnebäck and cv2.remap are the oracles)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from cityscapesscripts.helpers.labels import id2label
+from data_fixtures import CITY, FRAMES, HEIGHT, SEQUENCES, SPLIT, WIDTH, synthetic_root
+
+from mtl_perception.data import (
+    FrameId,
+    cityscapes_path,
+    disparity_to_depth,
+    five_class_table,
+    label_ids_to_semantic,
+    read_camera,
+    semantic_palette,
+)
+from mtl_perception.data.synthetic import generate, main, rigid_flow_from_depth
+
+
+def test_layout_and_names():
+    root = synthetic_root()
+    for seq in range(SEQUENCES):
+        seq_imgs = sorted(
+            (root / "leftImg8bit_sequence" / SPLIT / CITY).glob(f"{CITY}_{seq:06d}_*_leftImg8bit.png")
+        )
+        assert [FrameId.parse(p).frame for p in seq_imgs] == list(range(FRAMES))
+        ann = FrameId(CITY, seq, 19)
+        for kind in ("image", "label_ids", "motion", "disparity", "camera"):
+            assert cityscapes_path(root, kind, SPLIT, ann).is_file(), kind
+        for f in range(FRAMES):
+            fid = FrameId(CITY, seq, f)
+            veh = json.loads(cityscapes_path(root, "vehicle", SPLIT, fid).read_text())
+            assert {"speed", "yawRate", "gpsHeading", "gpsLatitude", "gpsLongitude"} <= set(veh)
+            ts = int(cityscapes_path(root, "timestamp", SPLIT, fid).read_text())
+            assert abs(ts - round(f * 1e9 / 17.0)) <= 1
+        img = cv2.imread(str(cityscapes_path(root, "image", SPLIT, ann)))
+        assert img.shape == (HEIGHT, WIDTH, 3)
+        seq_img = cv2.imread(str(cityscapes_path(root, "image_sequence", SPLIT, ann)))
+        np.testing.assert_array_equal(img, seq_img)
+    # only annotated frames carry gtFine (as in Cityscapes)
+    assert len(list((root / "gtFine" / SPLIT / CITY).glob("*_gtFine_labelIds.png"))) == SEQUENCES
+
+
+def test_ground_truth_values_are_official_cityscapes_ids():
+    root = synthetic_root()
+    ann = FrameId(CITY, 0, 19)
+    lab = cv2.imread(str(cityscapes_path(root, "label_ids", SPLIT, ann)), cv2.IMREAD_UNCHANGED)
+    assert lab.dtype == np.uint8
+    names = {id2label[int(i)].name for i in np.unique(lab)}
+    assert {"road", "sidewalk", "building", "sky", "car"} <= names
+    assert names <= {
+        "road",
+        "sidewalk",
+        "building",
+        "pole",
+        "traffic sign",
+        "vegetation",
+        "terrain",
+        "sky",
+        "person",
+        "car",
+    }
+    motion = cv2.imread(str(cityscapes_path(root, "motion", SPLIT, ann)), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(motion)) <= {0, 255} and (motion == 255).any()
+    # moving pixels belong to objects that can move (cars, people), never to the static world
+    moving_ids = {id2label[int(i)].name for i in np.unique(lab[motion == 255])}
+    assert moving_ids <= {"car", "person"}
+    disp = cv2.imread(str(cityscapes_path(root, "disparity", SPLIT, ann)), cv2.IMREAD_UNCHANGED)
+    assert disp.dtype == np.uint16
+    sky = lab == 23
+    assert (disp[sky] == 0).all() and (disp[~sky] > 0).all()
+
+
+def test_generation_is_deterministic_and_refuses_overwrite(tmp_path):
+    args = [
+        "--split",
+        "train",
+        "--sequences",
+        "1",
+        "--frames",
+        "3",
+        "--height",
+        "48",
+        "--width",
+        "96",
+        "--seed",
+        "7",
+    ]
+    assert main(["--out", str(tmp_path / "a"), *args]) == 0
+    assert main(["--out", str(tmp_path / "b"), *args]) == 0
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == 3 * 3 + 5
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    before = {rel: (tmp_path / "a" / rel).read_bytes() for rel in files_a}
+    assert main(["--out", str(tmp_path / "a"), *args[:-1], "8"]) == 2  # refuses, touches nothing
+    assert {rel: (tmp_path / "a" / rel).read_bytes() for rel in files_a} == before
+    assert main(["--out", str(tmp_path / "a"), *args[:-1], "8", "--overwrite"]) == 0
+    assert (tmp_path / "a" / files_a[0]).read_bytes() != before[files_a[0]] or any(
+        (tmp_path / "a" / r).read_bytes() != before[r] for r in files_a
+    )
+
+
+def test_disparity_to_depth_formula_and_errors():
+    p = np.array([[0, 1, 257, 2 * 256 + 1, 65535]], np.uint16)
+    depth = disparity_to_depth(p, fx=2000.0, baseline=0.2)
+    # p=0 invalid, p=1 -> d=0 invalid, p=257 -> d=1 -> 400 m clipped to 255, d=2 -> 200 m
+    np.testing.assert_allclose(depth, [[0, 0, 255, 200, 400 / (65534 / 256)]], rtol=1e-6)
+    assert disparity_to_depth(np.array([[65535]], np.uint16), fx=100.0, baseline=0.2)[0, 0] == 1.0  # clipped
+    with pytest.raises(ValueError, match="uint16"):
+        disparity_to_depth(p.astype(np.float32), 2000.0, 0.2)
+    with pytest.raises(FileNotFoundError, match="nope_camera.json"):
+        read_camera("/nonexistent/nope_camera.json")
+
+
+def test_label_mapping_follows_official_table():
+    ids = np.arange(34, dtype=np.uint8)
+    five = label_ids_to_semantic(ids, "five")
+    expect = {
+        7: 0,
+        23: 1,
+        24: 2,
+        25: 2,
+        26: 3,
+        27: 3,
+        28: 3,
+        31: 3,
+        32: 3,
+        33: 3,
+        8: 4,
+        11: 4,
+        17: 4,
+        21: 4,
+        22: 4,
+        12: 4,
+        13: 4,
+        19: 4,
+        20: 4,
+    }
+    for i in range(34):
+        label = id2label[i]
+        want = expect.get(i, 255)
+        assert five[i] == want, (label.name, five[i])
+        # independent re-derivation of "background": evaluated by Cityscapes and none of the four classes
+        if want == 4:
+            assert not label.ignoreInEval
+    train = label_ids_to_semantic(ids, "trainid")
+    for i in range(34):
+        assert train[i] == (id2label[i].trainId if id2label[i].trainId != -1 else 255)
+    np.testing.assert_array_equal(
+        label_ids_to_semantic(np.array([0, 4, 5, 255], np.uint8), "ti_five"), [0, 4, 255, 255]
+    )
+    assert semantic_palette("trainid")[13].tolist() == list(id2label[26].color)
+    assert semantic_palette("five").shape == (5, 3)
+    assert dict((n, c) for n, _, c in five_class_table())["caravan"] == "ignore"
+    with pytest.raises(ValueError):
+        label_ids_to_semantic(ids.astype(np.int32), "five")
+
+
+def _rz(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+def _ry(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rx(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _camera_motion_from_files(root, split, prev: FrameId, cur: FrameId):
+    """R, t mapping camera coordinates of ``cur`` to ``prev``, rebuilt from the written files only."""
+    cam = read_camera(cityscapes_path(root, "camera", split, cur))
+    veh = json.loads(cityscapes_path(root, "vehicle", split, prev).read_text())
+    dt = (
+        int(cityscapes_path(root, "timestamp", split, cur).read_text())
+        - int(cityscapes_path(root, "timestamp", split, prev).read_text())
+    ) * 1e-9
+    v, w = veh["speed"], veh["yawRate"]
+    dpsi = w * dt
+    # pose of the vehicle at `cur` in the vehicle frame at `prev` (constant speed and yaw rate: an arc)
+    p = np.array([v / w * np.sin(dpsi), v / w * (1 - np.cos(dpsi)), 0.0])
+    R_prev_cur = _rz(dpsi)
+    optical_to_vehicle = np.array([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])
+    R_vc = _rz(cam.yaw) @ _ry(cam.pitch) @ _rx(cam.roll) @ optical_to_vehicle
+    c = np.array([cam.x, cam.y, cam.z])
+    return cam, R_vc.T @ R_prev_cur @ R_vc, R_vc.T @ (R_prev_cur @ c + p - c)
+
+
+def _warp(img, flow):
+    h, w = img.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    f = np.nan_to_num(flow)
+    return cv2.remap(img.astype(np.float32), gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR)
+
+
+def test_ground_truth_matches_images(tmp_path):
+    """Rigid flow from GT depth + written ego-motion explains the image pair on static pixels, not on movers.
+
+    Oracles: cv2.remap (photometric consistency) and cv2.calcOpticalFlowFarneback (measured flow).
+    """
+    generate(
+        tmp_path,
+        "val",
+        sequences=1,
+        frames=20,
+        height=256,
+        width=512,
+        seed=11,
+        city="check",
+        show_progress=False,
+    )
+    cur, prev = FrameId("check", 0, 19), FrameId("check", 0, 18)
+    cam, R, t = _camera_motion_from_files(tmp_path, "val", prev, cur)
+    disp = cv2.imread(str(cityscapes_path(tmp_path, "disparity", "val", cur)), cv2.IMREAD_UNCHANGED)
+    depth = disparity_to_depth(disp, cam.fx, cam.baseline)
+    rigid = rigid_flow_from_depth(depth, cam.K, R, t)
+    img_cur = cv2.imread(str(cityscapes_path(tmp_path, "image_sequence", "val", cur)), cv2.IMREAD_GRAYSCALE)
+    img_prev = cv2.imread(str(cityscapes_path(tmp_path, "image_sequence", "val", prev)), cv2.IMREAD_GRAYSCALE)
+    labels = cv2.imread(str(cityscapes_path(tmp_path, "label_ids", "val", cur)), cv2.IMREAD_UNCHANGED)
+    moving = cv2.imread(str(cityscapes_path(tmp_path, "motion", "val", cur)), cv2.IMREAD_UNCHANGED) > 0
+
+    h, w = depth.shape
+    # exclude occlusion boundaries (depth or label edges), far/invalid depth and points leaving the frame
+    log_d = np.log(np.maximum(depth, 0.5))
+    edge = np.zeros((h, w), bool)
+    edge[:, 1:] |= (np.abs(np.diff(log_d, axis=1)) > 0.03) | (np.diff(labels.astype(int), axis=1) != 0)
+    edge[1:] |= (np.abs(np.diff(log_d, axis=0)) > 0.03) | (np.diff(labels.astype(int), axis=0) != 0)
+    edge = cv2.dilate(edge.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    u2 = np.arange(w)[None] + rigid[..., 0]
+    v2 = np.arange(h)[:, None] + rigid[..., 1]
+    inside = (u2 > 8) & (u2 < w - 9) & (v2 > 8) & (v2 < h - 9)
+    static = ~moving & (depth > 0) & (depth < 250) & np.isfinite(rigid[..., 0]) & ~edge & inside
+    movers = moving & np.isfinite(rigid[..., 0])
+    assert static.sum() > 0.3 * h * w and movers.sum() > 500
+
+    # 1) photometric: the previous frame warped by the GT rigid flow reproduces the current frame on static
+    # pixels (bilinear resampling error only), but not on independently moving objects
+    err = np.abs(_warp(img_prev, rigid) - img_cur)
+    err_zero = np.abs(img_prev.astype(np.float32) - img_cur)
+    assert err[static].mean() < 3.0, err[static].mean()
+    assert err[static].mean() < 0.25 * err_zero[static].mean()
+    assert err[movers].mean() > 2.5 * err[static].mean()
+
+    # 2) cv2 Farnebäck agrees with the GT rigid flow on well-textured static pixels within its
+    # small-displacement range, and disagrees on the moving-object mask
+    measured = cv2.calcOpticalFlowFarneback(img_cur, img_prev, None, 0.5, 5, 15, 10, 5, 1.1, 0)
+    epe = np.linalg.norm(measured - rigid, axis=-1)
+    grad = cv2.blur(
+        np.hypot(
+            cv2.Sobel(img_cur.astype(np.float32), cv2.CV_32F, 1, 0),
+            cv2.Sobel(img_cur.astype(np.float32), cv2.CV_32F, 0, 1),
+        ),
+        (7, 7),
+    )
+    textured = static & (grad > np.median(grad[static])) & (np.linalg.norm(rigid, axis=-1) < 4.0)
+    assert textured.sum() > 2000
+    static_epe, moving_epe = np.median(epe[textured]), np.median(epe[movers])
+    print(
+        f"photometric static {err[static].mean():.2f} zero-flow {err_zero[static].mean():.2f} "
+        f"moving {err[movers].mean():.2f}; Farneback EPE static {static_epe:.3f} moving {moving_epe:.3f}"
+    )
+    assert static_epe < 0.5, static_epe
+    assert moving_epe > 2.0 * static_epe, (moving_epe, static_epe)
