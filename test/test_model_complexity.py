@@ -1,7 +1,6 @@
 """GMACs (fvcore, an independent counter) against TI's published numbers at 768x384 per input."""
 
-import subprocess
-import sys
+import json
 
 import pytest
 
@@ -24,31 +23,20 @@ def test_gmacs_match_ti(kwargs, published):
     assert c.gmacs == pytest.approx(published, rel=0.02)
 
 
-def test_macs_scale_with_pixels_and_lite_is_cheaper():
-    lite = build_model(preset="lite")
-    full = count_macs(lite, 128, 256)
-    quarter = count_macs(lite, 64, 128)
-    assert full == 4 * quarter
-    assert count_macs(build_model(), 64, 128) > 3 * quarter
+def test_macs_scale_with_pixels():
+    lite = build_model(preset="lite", tasks=("depth",), streams=("image",))
+    assert count_macs(lite, 128, 256) == 4 * count_macs(lite, 64, 128)
 
 
-def test_model_complexity_cli_prints_table(tmp_path):
+def test_model_complexity_cli_prints_table(tmp_path, monkeypatch, capsys):
+    from mtl_perception.model import complexity as module
+
+    # Two rows keep the tracing time down; the full table is the same code path.
+    monkeypatch.setattr(module, "TABLE_ROWS", (module.TABLE_ROWS[3], module.TABLE_ROWS[-1]))
     out = tmp_path / "c.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mtl_perception.model.complexity",
-            "--height",
-            "64",
-            "--width",
-            "128",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "GMACs" in result.stdout and "lite MTL" in result.stdout and out.exists()
+    assert module.main(["--height", "64", "--width", "128", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "GMACs" in printed and "lite MTL" in printed and "ti depth, RGB only" in printed
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["ti depth, RGB only", "lite MTL (1,5,2), flow+RGB"]
+    assert rows[0]["gmacs"] == pytest.approx(3.445 / 36, rel=0.01)  # 64x128 is 1/36 of 384x768

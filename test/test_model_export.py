@@ -57,7 +57,7 @@ def _parity(model, path, h, w):
 
 
 def test_export_contract_and_parity(tmp_path):
-    model = _trained_like()
+    model = _trained_like("lite")
     path = export_onnx(model, tmp_path / "m.onnx", H, W, with_probabilities=True, source="test")
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
