@@ -15,6 +15,7 @@ import torch
 from .api import calc_optical_flow_farneback
 from .codecs import write_flow_png
 from .colorwheel import flow_to_color
+from .gray import to_gray
 from .params import COMMON, CUDA_DEFAULTS, FarnebackParams
 from .synthetic import SmoothWarp, endpoint_error, texture
 
@@ -26,18 +27,25 @@ def _args(p: FarnebackParams) -> tuple:
 
 
 def _read_gray(path: str) -> np.ndarray:
+    """Image file -> grey, converted like cv2.cvtColor(COLOR_BGR2GRAY) (imread's own grey path differs)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"image {path} not found")
-    image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)  # cv2's own BGR->grey conversion
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"{path} is not a readable image")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    if image.ndim == 3 and image.dtype == np.uint8:
+        return to_gray(image, "bgr")
+    if image.ndim == 3:
+        return to_gray(image.astype(np.float32), "bgr")
     return image
 
 
 def compute_flow(prev: np.ndarray, nxt: np.ndarray, params: FarnebackParams, device: str):
     """Grey uint8 frames -> (HxWx2 flow, HxW residual confidence) as NumPy, computed on ``device``."""
-    a = torch.from_numpy(prev).to(device)
-    b = torch.from_numpy(nxt).to(device)
+    a = torch.from_numpy(np.ascontiguousarray(prev)).to(device=device, dtype=torch.float32)
+    b = torch.from_numpy(np.ascontiguousarray(nxt)).to(device=device, dtype=torch.float32)
     flow, conf = calc_optical_flow_farneback(
         a, b, None, *_args(params), resize_mode=params.resize_mode, confidence="residual"
     )

@@ -101,16 +101,17 @@ def border_weight_map(height: int, width: int) -> np.ndarray:
     pixels get no scaling at all, which we reproduce with explicit modular arithmetic.
     """
 
-    def axis(n: int) -> tuple[np.ndarray, np.ndarray]:
+    def axis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = np.arange(n)
         lo = np.array([_BORDER[i] if i < 5 else 1.0 for i in idx], dtype=np.float32)
         hi = np.array([_BORDER[n - 1 - i] if i >= n - 5 else 1.0 for i in idx], dtype=np.float32)
         near = ((idx - 5) % 2**32) >= ((n - 10) % 2**32)
-        return (lo * hi).astype(np.float32), near
+        return lo, hi, near
 
-    sy, ny = axis(height)
-    sx, nx = axis(width)
-    scale = (sx[None, :] * sy[:, None]).astype(np.float32)
+    ylo, yhi, ny = axis(height)
+    xlo, xhi, nx = axis(width)
+    # Same float32 product order as OpenCV: left · right · top · bottom.
+    scale = (xlo * xhi)[None, :] * ylo[:, None] * yhi[:, None]
     return np.where(nx[None, :] | ny[:, None], scale, np.float32(1.0)).astype(np.float32)
 
 
