@@ -91,7 +91,8 @@ def _to_deploy(raw: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class TorchBackend(Backend):
-    """Eager PyTorch; on CUDA optionally fp16, channels_last, and a CUDA graph for the fixed batch-1 shape."""
+    """Eager PyTorch, channels_last by default (oneDNN/cuDNN depthwise convs are ~2x faster in NHWC);
+    on CUDA optionally fp16, and a CUDA graph for the fixed batch-1 shape."""
 
     def __init__(
         self,
@@ -107,11 +108,7 @@ class TorchBackend(Backend):
         if precision == "fp16" and not cuda:
             raise ValueError("precision fp16: the PyTorch backend supports fp16 only on CUDA")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.memory_format = (
-            torch.channels_last
-            if (cuda if channels_last is None else channels_last)
-            else (torch.contiguous_format)
-        )
+        self.memory_format = torch.contiguous_format if channels_last is False else torch.channels_last
         self.model = model.eval().to(device=device, dtype=self.dtype, memory_format=self.memory_format)
         self.use_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
         self._graph: torch.cuda.CUDAGraph | None = None
