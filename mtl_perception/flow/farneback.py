@@ -247,11 +247,10 @@ class FarnebackEngine:
                 )
             )
         self._resize_cache: dict[tuple, tuple] = {}
-        self._update: Callable = _update_matrices
-        self._solve: Callable = _solve
+        self._step: Callable = _iteration
         if compile:
-            self._update = torch.compile(_update_matrices, dynamic=False)
-            self._solve = torch.compile(_solve, dynamic=False)
+            # One graph for every level: dynamic shapes avoid a recompile per pyramid size.
+            self._step = torch.compile(_iteration, dynamic=True)
 
     # ---------------------------------------------------------------- resizes
     def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -309,12 +308,10 @@ class FarnebackEngine:
         return _separable_window(m, self._win)
 
     def level_flow(self, r0: torch.Tensor, r1: torch.Tensor, flow: torch.Tensor, k: int) -> torch.Tensor:
+        """``iterations`` rounds of update -> average -> solve at level k (OpenCV's schedule exactly)."""
         gx, gy, border = self._levels[k]
-        m = self._update(r0, r1, flow, gx, gy, border)
-        for i in range(self.params.iterations):
-            flow = self._solve(self.blur(m))
-            if i < self.params.iterations - 1:
-                m = self._update(r0, r1, flow, gx, gy, border)
+        for _ in range(self.params.iterations):
+            flow = self._step(r0, r1, flow, gx, gy, border, self._win)
         return flow
 
     def flow(
@@ -405,13 +402,17 @@ def _box_sum(xp: torch.Tensor, length: int, n: int, dim: int) -> torch.Tensor:
         m = prev.shape[dim] - span
         spans[span * 2] = prev.narrow(dim, 0, m) + prev.narrow(dim, span, m)
         span *= 2
-    out, offset = None, 0
+    parts, offset = [], 0
     while span >= 1:
         if length & span:
-            part = spans[span].narrow(dim, offset, n)
-            out = part.clone() if out is None else out.add_(part)
+            parts.append(spans[span].narrow(dim, offset, n))
             offset += span
         span //= 2
+    if len(parts) == 1:
+        return parts[0].clone()
+    out = parts[0] + parts[1]
+    for part in parts[2:]:
+        out.add_(part)
     return out
 
 
@@ -438,6 +439,12 @@ def _separable_window(x: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
     for i in range(1, 2 * r + 1):
         out.add_(xp[..., i : i + w], alpha=taps[i])
     return out
+
+
+def _iteration(r0, r1, flow, gx, gy, border, win: tuple[float, ...]) -> torch.Tensor:
+    """One Farnebäck iteration. OpenCV updates M after each solve except the last; composing
+    update -> blur -> solve per iteration, starting from the incoming flow, is the same sequence."""
+    return _solve(_separable_window(_update_matrices(r0, r1, flow, gx, gy, border), win))
 
 
 def _solve(mb: torch.Tensor) -> torch.Tensor:
