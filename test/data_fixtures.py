@@ -23,3 +23,16 @@ def synthetic_root() -> Path:
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     generate(root, SPLIT, SEQUENCES, FRAMES, HEIGHT, WIDTH, seed=3, city=CITY, show_progress=False)
     return root
+
+
+FLOW_SIZE = (64, 128)
+
+
+@functools.lru_cache(maxsize=1)
+def synthetic_root_with_flow() -> Path:
+    """The same tree plus its flow dataset (make_flow_dataset at 64x128, the project's Farnebäck)."""
+    from training.make_flow_dataset import make_flow_dataset
+
+    root = synthetic_root()
+    make_flow_dataset(root, SPLIT, gap=2, device="cpu", size=FLOW_SIZE, show_progress=False)
+    return root

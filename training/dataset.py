@@ -1,0 +1,178 @@
+"""Multi-task Cityscapes dataset: image + flow inputs, depth / semantic / motion targets.
+
+Layout under ``root`` (default ``./data/datasets/cityscapes/data``)::
+
+    leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png
+    leftImg8bit_flow_farneback_confidence/{split}/{city}/{stem}_leftImg8bit_flow.png   (make_flow_dataset)
+    gtFine/{split}/{city}/{stem}_gtFine_labelIds.png              (or TI's five-class *_labelTrainIds.png)
+    gtFine/{split}/{city}/{stem}_gtFine_labelTrainIds_motion.png  (0 static, 255 moving)
+    disparity/{split}/{city}/{stem}_disparity.png                 (the folder may also be called ``depth``)
+    camera/{split}/{city}/{stem}_camera.json
+
+Samples are paired by Cityscapes name (city_seq_frame), never by sorted index (TI's loader paired flow and
+images by index, which silently misaligns when one file is missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mtl_perception.data.cityscapes import (
+    FrameId,
+    cityscapes_path,
+    disparity_to_depth,
+    label_ids_to_semantic,
+    read_camera,
+)
+from mtl_perception.flow import read_flow_png, read_ti_flow_png
+
+DEFAULT_ROOT = Path("./data/datasets/cityscapes/data")
+FLOW_FOLDER = "leftImg8bit_flow_farneback_confidence"
+FLOW_SUFFIX = "leftImg8bit_flow.png"
+
+
+def flow_path(
+    root: str | Path, split: str, frame: FrameId, folder: str = FLOW_FOLDER, suffix: str = FLOW_SUFFIX
+) -> Path:
+    return Path(root) / folder / split / frame.city / f"{frame.stem}_{suffix}"
+
+
+def _imread(path: Path, flags: int) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}")
+    img = cv2.imread(str(path), flags)
+    if img is None:
+        raise ValueError(f"unreadable or truncated image: {path}")
+    return img
+
+
+class CityscapesMultiTask(torch.utils.data.Dataset):
+    """One sample per annotated frame: ``image`` (3,H,W) float 0..255 RGB, ``flow`` (3,H,W: u, v px, conf),
+    ``depth`` (1,H,W) metres (0 invalid), ``semantic`` (H,W) long (255 ignore), ``motion`` (H,W) long
+    (0 static, 1 moving, 255 ignore at augmentation borders), and ``name`` (the Cityscapes stem).
+
+    flow_format: "png16" (this project's 16-bit PNGs) or "ti" (TI's 8-bit u' = 128 + s·u with
+    ``ti_flow_scale`` = s). semantic_mode: "five" | "trainid" (from ``*_labelIds.png``) or "ti_five" (TI's
+    five-class ``*_labelTrainIds.png``). ``transform(sample_dict, rng)`` augments (training/augment.py).
+    """
+
+    def __init__(
+        self,
+        root: str | Path = DEFAULT_ROOT,
+        split: str = "train",
+        *,
+        use_flow: bool = True,
+        flow_folder: str = FLOW_FOLDER,
+        flow_suffix: str = FLOW_SUFFIX,
+        flow_format: str = "png16",
+        ti_flow_scale: float | None = None,
+        semantic_mode: str = "five",
+        transform: Callable | None = None,
+        seed: int | None = None,
+    ):
+        self.root, self.split = Path(root), split
+        if flow_format not in ("png16", "ti"):
+            raise ValueError(f"flow_format must be 'png16' or 'ti', got {flow_format!r}")
+        if flow_format == "ti" and not (ti_flow_scale and ti_flow_scale > 0):
+            raise ValueError(
+                "flow_format='ti' needs ti_flow_scale (pixels -> code steps, u' = 128 + scale*u)"
+            )
+        if semantic_mode not in ("five", "trainid", "ti_five"):
+            raise ValueError(f"semantic_mode must be 'five', 'trainid' or 'ti_five', got {semantic_mode!r}")
+        self.use_flow, self.flow_folder, self.flow_suffix = use_flow, flow_folder, flow_suffix
+        self.flow_format, self.ti_flow_scale = flow_format, ti_flow_scale
+        self.semantic_mode, self.transform = semantic_mode, transform
+        self.rng = np.random.default_rng(seed)
+        self.depth_folder = next(
+            (f for f in ("disparity", "depth") if (self.root / f / split).is_dir()), None
+        )
+        if self.depth_folder is None:
+            raise FileNotFoundError(f"no disparity (or depth) folder: {self.root / 'disparity' / split}")
+        sem_suffix = "_gtFine_labelTrainIds.png" if semantic_mode == "ti_five" else "_gtFine_labelIds.png"
+        self.sem_suffix = sem_suffix
+        gt_dir = self.root / "gtFine" / split
+        labels = sorted(gt_dir.glob(f"*/*{sem_suffix}"))
+        if not labels:
+            raise FileNotFoundError(f"no *{sem_suffix} under {gt_dir}")
+        self.frames = [FrameId.parse(p) for p in labels]
+        for fid in self.frames:  # fail early, naming the first missing file
+            for path in self._paths(fid).values():
+                if not path.is_file():
+                    raise FileNotFoundError(f"missing file for {fid.stem}: {path}")
+
+    def _paths(self, fid: FrameId) -> dict[str, Path]:
+        gt = self.root / "gtFine" / self.split / fid.city
+        disp = cityscapes_path(self.root, "disparity", self.split, fid, folder=self.depth_folder)
+        paths = {
+            "image": cityscapes_path(self.root, "image", self.split, fid),
+            "semantic": gt / f"{fid.stem}{self.sem_suffix}",
+            "motion": cityscapes_path(self.root, "motion", self.split, fid),
+            "disparity": disp,
+            "camera": cityscapes_path(self.root, "camera", self.split, fid),
+        }
+        if self.use_flow:
+            paths["flow"] = flow_path(self.root, self.split, fid, self.flow_folder, self.flow_suffix)
+        return paths
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def load(self, index: int) -> dict:
+        """The sample as HxW(xC) numpy arrays, before augmentation."""
+        fid = self.frames[index]
+        p = self._paths(fid)
+        image = _imread(p["image"], cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+        h, w = image.shape[:2]
+        cam = read_camera(p["camera"])
+        disp = _imread(p["disparity"], cv2.IMREAD_UNCHANGED)
+        if disp.dtype != np.uint16:
+            raise ValueError(f"disparity must be a 16-bit PNG: {p['disparity']} is {disp.dtype}")
+        labels = _imread(p["semantic"], cv2.IMREAD_UNCHANGED)
+        if labels.dtype != np.uint8 or labels.ndim != 2:
+            raise ValueError(f"label map must be single-channel 8-bit: {p['semantic']}")
+        motion = _imread(p["motion"], cv2.IMREAD_UNCHANGED)
+        sample = {
+            "image": image,
+            "depth": disparity_to_depth(disp, cam.fx, cam.baseline),
+            "semantic": label_ids_to_semantic(labels, self.semantic_mode),
+            "motion": np.where(motion > 0, 1, 0).astype(np.uint8),
+            "flow": None,
+        }
+        if self.use_flow:
+            if self.flow_format == "png16":
+                flow, conf = read_flow_png(p["flow"])
+            else:
+                flow, conf = read_ti_flow_png(p["flow"], self.ti_flow_scale)
+            flow = np.dstack([flow, conf]).astype(np.float32)
+            if flow.shape[:2] != (h, w):  # flow made at the network size: align to the image (TI AlignImages)
+                fh, fw = flow.shape[:2]
+                flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+                flow[..., 0] *= w / fw
+                flow[..., 1] *= h / fh
+            sample["flow"] = flow
+        for key, arr in sample.items():
+            if arr is not None and arr.shape[:2] != (h, w):
+                raise ValueError(
+                    f"{key} of {fid.stem} is {arr.shape[:2]}, image is {(h, w)}: {p.get(key, p)}"
+                )
+        return sample
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.load(index)
+        if self.transform is not None:
+            sample = self.transform(sample, self.rng)
+        out = {
+            "name": self.frames[index].stem,
+            "image": torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))),
+            "depth": torch.from_numpy(np.ascontiguousarray(sample["depth"]))[None],
+            "semantic": torch.from_numpy(sample["semantic"].astype(np.int64)),
+            "motion": torch.from_numpy(sample["motion"].astype(np.int64)),
+        }
+        if sample.get("flow") is not None:
+            out["flow"] = torch.from_numpy(np.ascontiguousarray(sample["flow"].transpose(2, 0, 1)))
+        return out

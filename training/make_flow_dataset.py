@@ -1,0 +1,174 @@
+"""Precompute the flow input of every annotated frame, exactly as the node computes it at run time.
+
+For annotated frame f of a snippet: both frames are resized like the node (torch bilinear, antialiased when
+shrinking, rounded to grey levels), converted to grey like cv2 (``to_gray``), and Farnebäck flow is computed
+on frame f's grid towards frame f - gap (``StreamingFarneback.flow(current, earlier)``, the node's call), with
+forward-backward confidence. Output: ``leftImg8bit_flow_farneback_confidence/{split}/{city}/
+{city}_{seq}_{frame}_leftImg8bit_flow.png`` (16-bit KITTI-style PNG, ``mtl_perception.flow.write_flow_png``:
+R = u, G = v at 1/64 px, B = confidence) plus the sidecar ``{split}/flow_params.json`` recording the
+Farnebäck parameters, gap, size and confidence mode. Finished files are never recomputed (resume), writes
+are atomic, nothing is overwritten without ``--overwrite``, and a sidecar with other parameters is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtl_perception.data.cityscapes import FrameId, cityscapes_path
+from mtl_perception.flow import COMMON, CUDA_DEFAULTS, StreamingFarneback, to_gray, write_flow_png
+from training.dataset import DEFAULT_ROOT, FLOW_FOLDER, flow_path
+
+PRESETS = {"cuda": CUDA_DEFAULTS, "common": COMMON}
+SIDECAR = "flow_params.json"
+
+
+def resize_like_node(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """HxWx3 uint8 -> (3,h,w) float 0..255, resized exactly as mtl_perception.pipeline does."""
+    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    h, w = size
+    if (h, w) != tuple(t.shape[-2:]):
+        downscale = h < t.shape[-2] or w < t.shape[-1]
+        t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
+        t = t.round_().clamp_(0.0, 255.0)
+    return t[0]
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing frame: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"unreadable image: {path}")
+    return img[..., ::-1]
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def make_flow_dataset(
+    root: str | Path = DEFAULT_ROOT,
+    split: str = "train",
+    gap: int = 2,
+    device: str | None = None,
+    params: str = "cuda",
+    size: tuple[int, int] | None = (384, 768),
+    confidence: str = "forward_backward",
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict[str, int]:
+    """Compute the missing flow files; returns {"computed": n, "skipped": m}."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    if gap < 1:
+        raise ValueError(f"--gap must be >= 1, got {gap}")
+    if params not in PRESETS:
+        raise ValueError(f"--params must be one of {sorted(PRESETS)}, got {params!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    images = sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
+    if not images:
+        raise FileNotFoundError(
+            f"no annotated frames (*_leftImg8bit.png) under {root / 'leftImg8bit' / split}"
+        )
+
+    farneback = PRESETS[params]
+    record = {
+        "farneback": farneback.to_dict(),
+        "gap": gap,
+        "size": list(size) if size else None,
+        "confidence": confidence,
+        "direction": "flow on frame f's grid pointing to frame f - gap (StreamingFarneback.flow(f, f - gap))",
+        "encoding": "16-bit KITTI PNG: u,v = (R,G - 32768)/64 px, confidence = B/65535",
+        "resize": "torch bilinear, antialias when shrinking, rounded (as mtl_perception.pipeline)",
+    }
+    sidecar = root / FLOW_FOLDER / split / SIDECAR
+    if sidecar.is_file():
+        existing = json.loads(sidecar.read_text())
+        if existing != record and not overwrite:
+            raise ValueError(
+                f"{sidecar} records other flow parameters than requested; "
+                f"existing {existing}, requested {record} (use --overwrite to recompute everything)"
+            )
+    _write_json_atomic(sidecar, record)
+
+    engine = StreamingFarneback(farneback, device=device, confidence_mode=confidence)
+    done = {"computed": 0, "skipped": 0}
+    for img_path in tqdm(images, desc=f"flow {split}", unit="frame", disable=not show_progress):
+        fid = FrameId.parse(img_path)
+        out = flow_path(root, split, fid)
+        if out.exists() and not overwrite:
+            done["skipped"] += 1
+            continue
+        earlier = cityscapes_path(root, "image_sequence", split, FrameId(fid.city, fid.seq, fid.frame - gap))
+        cur_rgb, prev_rgb = _read_rgb(img_path), _read_rgb(earlier)
+        if cur_rgb.shape != prev_rgb.shape:
+            raise ValueError(f"{earlier} is {prev_rgb.shape}, {img_path} is {cur_rgb.shape}")
+        target = tuple(size) if size else cur_rgb.shape[:2]
+        feats = []
+        for rgb in (cur_rgb, prev_rgb):
+            net = resize_like_node(rgb, target).to(device)
+            feats.append(engine.prepare(to_gray(net.to(torch.uint8), order="rgb").float()))
+        flow, conf = engine.flow(feats[0], feats[1], confidence=True)
+        flow_np = flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+        conf_np = None if conf is None else conf.clamp(0, 1).cpu().numpy().astype(np.float32)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_flow_png(out, flow_np, conf_np, overwrite=overwrite)
+        done["computed"] += 1
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="make_flow_dataset", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--gap", type=int, default=2, help="flow from frame f to frame f - gap (TI: 2)")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    ap.add_argument(
+        "--params",
+        choices=sorted(PRESETS),
+        default="cuda",
+        help="Farneback preset: cuda (cv::cuda defaults, the node's default) or common",
+    )
+    ap.add_argument("--height", type=int, default=384, help="flow resolution = the node's network size")
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--full-size", action="store_true", help="compute at the image's own size instead")
+    ap.add_argument("--confidence", choices=("forward_backward", "residual"), default="forward_backward")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        done = make_flow_dataset(
+            args.root,
+            args.split,
+            args.gap,
+            args.device,
+            args.params,
+            None if args.full_size else (args.height, args.width),
+            args.confidence,
+            args.overwrite,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"make_flow_dataset: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"make_flow_dataset: computed {done['computed']}, already done {done['skipped']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
