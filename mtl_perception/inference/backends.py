@@ -39,6 +39,8 @@ class Backend:
 
     def __init__(self, config: ModelConfig, device: torch.device, input_size: tuple[int, int]) -> None:
         self.config = config
+        if device.type == "cuda" and device.index is None:  # pin "cuda" to a concrete device for checks
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.tasks = config.tasks
@@ -179,7 +181,7 @@ class OnnxRuntimeBackend(Backend):
                 raise ValueError(
                     "onnxruntime: CUDAExecutionProvider is not available (install onnxruntime-gpu)"
                 )
-            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         try:
