@@ -765,6 +765,7 @@ def generate(
     fps: float = 17.0,
     overwrite: bool = False,
     show_progress: bool = True,
+    workers: int = 1,
 ) -> None:
     """Write ``sequences`` snippets of ``frames`` frames; refuses to overwrite existing files unless asked."""
     from tqdm import tqdm
@@ -782,11 +783,25 @@ def generate(
             for p in sequence_outputs(root, split, city, s, frames):
                 if p.exists():
                     raise FileExistsError(f"{p} exists; pass --overwrite to replace the generated files")
-    with tqdm(
+    bar = tqdm(
         total=sequences * frames, desc=f"render {city}/{split}", unit="frame", disable=not show_progress
-    ) as bar:
-        for s in range(sequences):
-            generate_sequence(root, split, city, s, frames, height, width, seed, fps, progress=bar)
+    )
+    with bar:
+        if workers <= 1 or sequences == 1:
+            for s in range(sequences):
+                generate_sequence(root, split, city, s, frames, height, width, seed, fps, progress=bar)
+            return
+        # one process per snippet: every snippet is independent and deterministic from (seed, city, seq)
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            jobs = [
+                pool.submit(generate_sequence, root, split, city, s, frames, height, width, seed, fps)
+                for s in range(sequences)
+            ]
+            for job in as_completed(jobs):
+                job.result()
+                bar.update(frames)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -803,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--city", default="synthetic")
     ap.add_argument("--fps", type=float, default=17.0)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="processes rendering snippets in parallel")
     args = ap.parse_args(argv)
     try:
         generate(
@@ -816,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
             args.city,
             args.fps,
             args.overwrite,
+            workers=args.workers,
         )
     except (FileExistsError, ValueError) as exc:
         print(f"make_synthetic_cityscapes: error: {exc}", file=sys.stderr)
