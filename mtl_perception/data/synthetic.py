@@ -318,9 +318,10 @@ def make_scene(rng: np.random.Generator, num_frames: int, fps: float) -> Scene:
                     sid(),
                 )
             )
-            if setback > 3.0 and rng.random() < 0.7:  # a tree in front of set-back facades
-                ty = side * (ROAD_HALF_WIDTH + SIDEWALK_WIDTH + rng.uniform(0.8, setback - 1.5))
-                tx = x + rng.uniform(2, max(2.5, length - 2))
+            ty = side * (ROAD_HALF_WIDTH + SIDEWALK_WIDTH + rng.uniform(0.8, max(setback - 1.5, 0.9)))
+            tx = x + rng.uniform(2, max(2.5, length - 2))
+            # a tree in front of set-back facades, never on the cross street
+            if setback > 3.0 and rng.random() < 0.7 and free(tx - 2.5, tx + 2.5):
                 boxes.append(
                     Box(
                         np.array([tx - 0.15, ty - 0.15, 0.0]),
