@@ -22,7 +22,10 @@ IGNORE_INDEX = 255
 
 
 def _as_tensor(x) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        return x
+    array = np.asarray(x)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def abs_rel_diff(pred, target, min_depth: float = 3.0, max_depth: float = 80.0) -> float:
