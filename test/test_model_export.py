@@ -125,6 +125,12 @@ def test_refuses_overwrite_and_bad_sizes(tmp_path):
 def test_read_metadata_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
         read_onnx_metadata(tmp_path / "missing.onnx")
+    foreign = tmp_path / "foreign.onnx"
+    node = onnx.helper.make_node("Identity", ["x"], ["y"])
+    vi = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in "xy"]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", vi[:1], vi[1:])), str(foreign))
+    with pytest.raises(ValueError, match="foreign.onnx: no mtl_perception metadata"):
+        read_onnx_metadata(foreign)
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ValueError, match="bad.onnx"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +42,10 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 def count_macs(model: MultiTaskNet, height: int = TI_SIZE[0], width: int = TI_SIZE[1]) -> int:
     """Multiply-accumulates of one forward pass at batch 1 (see module docstring for what counts)."""
-    from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
-    from fvcore.nn.jit_analysis import JitModelAnalysis
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fvcore applies torch.jit.script at import
+        from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
+        from fvcore.nn.jit_analysis import JitModelAnalysis
 
     image = torch.full((1, 3, height, width), 128.0)
     flow = torch.zeros(1, 3, height, width) if "flow" in model.streams else None
@@ -53,7 +56,9 @@ def count_macs(model: MultiTaskNet, height: int = TI_SIZE[0], width: int = TI_SI
         analysis = JitModelAnalysis(model, (image, flow))
         analysis.set_op_handle(**{op: _DEFAULT_SUPPORTED_OPS[op] for op in COUNTED_OPS})
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        return int(analysis.total())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fvcore still calls torch.jit tracing APIs
+            return int(analysis.total())
     finally:
         model.train(was_training)
 
