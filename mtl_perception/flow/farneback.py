@@ -361,24 +361,36 @@ def _sample(r1: torch.Tensor, flow: torch.Tensor, gx: torch.Tensor, gy: torch.Te
     dx, dy = flow[:, 0], flow[:, 1]
     fx, fy = gx + dx, gy + dy
     inside = (fx >= 0) & (fx < w - 1) & (fy >= 0) & (fy < h - 1)
-    grid = torch.stack([fx * (2.0 / max(w - 1, 1)) - 1.0, fy * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
+    grid = torch.empty((n, h, w, 2), dtype=flow.dtype, device=flow.device)
+    torch.mul(fx, 2.0 / max(w - 1, 1), out=grid[..., 0]).sub_(1.0)
+    torch.mul(fy, 2.0 / max(h - 1, 1), out=grid[..., 1]).sub_(1.0)
     s = F.grid_sample(r1, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return s * inside.unsqueeze(1), inside, dx, dy
+    return s.mul_(inside.unsqueeze(1)), inside, dx, dy
 
 
 def _update_matrices(r0, r1, flow, gx, gy, border):
-    """``FarnebackUpdateMatrices``: the per-pixel normal equations (G11, G12, G22, h1, h2) for flow d."""
+    """``FarnebackUpdateMatrices``: the per-pixel normal equations (G11, G12, G22, h1, h2) for flow d.
+
+    With S = frame 2's expansion at x + d (zero outside) and, per pixel, ``twice`` = 1 inside / 2 outside:
+    A = [[r4, r6], [r6, r5]] = mean of both frames' quadratic terms (frame 1's own outside),
+    Δb = (b¹ − S_b)/2 + A·d, all scaled by the border weight; M = (AᵀA, AᵀΔb) entries.
+    In-place ops and ``out=`` writes keep the number of full-frame passes low (memory-bound on CPU).
+    """
     s, inside, dx, dy = _sample(r1, flow, gx, gy)  # s: N, 5, h, w (zero outside)
-    twice = 2.0 - inside.to(s.dtype)  # inside: mean of both frames' A; outside: frame 1's own A
-    r4 = (r0[:, 2] * twice + s[:, 2]) * 0.5
-    r5 = (r0[:, 3] * twice + s[:, 3]) * 0.5
-    r6 = (r0[:, 4] * twice + s[:, 4]) * 0.25
-    r2 = ((r0[:, 0] - s[:, 0]) * 0.5 + r4 * dy + r6 * dx) * border
-    r3 = ((r0[:, 1] - s[:, 1]) * 0.5 + r6 * dy + r5 * dx) * border
-    r4, r5, r6 = r4 * border, r5 * border, r6 * border
-    return torch.stack(
-        [r4 * r4 + r6 * r6, (r4 + r5) * r6, r5 * r5 + r6 * r6, r4 * r2 + r6 * r3, r6 * r2 + r5 * r3], dim=1
-    )
+    twice = torch.where(inside, 1.0, 2.0)
+    half_b, quarter_b = border * 0.5, border * 0.25
+    r4 = torch.addcmul(s[:, 2], r0[:, 2], twice).mul_(half_b)
+    r5 = torch.addcmul(s[:, 3], r0[:, 3], twice).mul_(half_b)
+    r6 = torch.addcmul(s[:, 4], r0[:, 4], twice).mul_(quarter_b)
+    r2 = torch.sub(r0[:, 0], s[:, 0]).mul_(half_b).addcmul_(r4, dy).addcmul_(r6, dx)
+    r3 = torch.sub(r0[:, 1], s[:, 1]).mul_(half_b).addcmul_(r6, dy).addcmul_(r5, dx)
+    m = torch.empty_like(s)
+    torch.mul(r4, r4, out=m[:, 0]).addcmul_(r6, r6)
+    torch.add(r4, r5, out=m[:, 1]).mul_(r6)
+    torch.mul(r5, r5, out=m[:, 2]).addcmul_(r6, r6)
+    torch.mul(r4, r2, out=m[:, 3]).addcmul_(r6, r3)
+    torch.mul(r6, r2, out=m[:, 4]).addcmul_(r5, r3)
+    return m
 
 
 def _replicate_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
@@ -450,5 +462,8 @@ def _iteration(r0, r1, flow, gx, gy, border, win: tuple[float, ...]) -> torch.Te
 def _solve(mb: torch.Tensor) -> torch.Tensor:
     """``FarnebackUpdateFlow``: solve the averaged 2x2 systems, regularised by +1e-3 like OpenCV."""
     g11, g12, g22, h1, h2 = mb.unbind(1)
-    idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
-    return torch.stack([(g11 * h2 - g12 * h1) * idet, (g22 * h1 - g12 * h2) * idet], dim=1)
+    idet = torch.mul(g11, g22).addcmul_(g12, g12, value=-1.0).add_(1e-3).reciprocal_()
+    out = torch.empty((mb.shape[0], 2, *mb.shape[2:]), dtype=mb.dtype, device=mb.device)
+    torch.mul(g11, h2, out=out[:, 0]).addcmul_(g12, h1, value=-1.0).mul_(idet)
+    torch.mul(g22, h1, out=out[:, 1]).addcmul_(g12, h2, value=-1.0).mul_(idet)
+    return out
