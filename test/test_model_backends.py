@@ -139,6 +139,8 @@ def test_bad_inputs_name_the_tensor(files, kind):
         ((image, flow[:, :2]), r"flow: expected shape \(1, 3, 64, 128\)"),
         ((image, torch.cat([flow, flow])), r"flow: expected shape \(1, 3, 64, 128\)"),
         ((image.numpy(), flow), "image: expected a tensor"),
+        ((torch.where(image > 250, float("nan"), image), flow), "image: contains NaN"),
+        ((image, flow / 0.0), "flow: contains NaN or Inf"),
     ]
     for args, match in cases:
         with pytest.raises(ValueError, match=match):

@@ -36,6 +36,9 @@ class Backend:
     """Common interface and input validation; subclasses implement `_infer` on validated inputs."""
 
     name: str = "backend"
+    # NaN/Inf inputs raise instead of silently producing NaN depth; costs one device sync per call on CUDA,
+    # so latency-critical callers that validate upstream may set it to False.
+    check_finite: bool = True
 
     def __init__(self, config: ModelConfig, device: torch.device, input_size: tuple[int, int]) -> None:
         self.config = config
@@ -58,6 +61,10 @@ class Backend:
             self._check("flow", flow, batch=image.shape[0])
         else:
             flow = None
+        if self.check_finite:
+            for name, x in (("image", image), ("flow", flow)):
+                if x is not None and not bool(torch.isfinite(x).all()):
+                    raise ValueError(f"{name}: contains NaN or Inf values")
         with torch.inference_mode():
             return self._infer(image, flow)
 
