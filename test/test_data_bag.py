@@ -112,13 +112,17 @@ def test_resize_scales_camera_info_and_refuses_overwrite(tmp_path):
 def test_missing_frames_reported(tmp_path, capsys):
     root = tmp_path / "root"
     src = synthetic_root()
-    for sub in ("leftImg8bit_sequence", "camera", "timestamp_sequence"):
+    for sub in ("leftImg8bit_sequence", "camera", "timestamp_sequence", "gtFine", "disparity"):
         shutil.copytree(src / sub, root / sub)
     gap = cityscapes_path(root, "image_sequence", SPLIT, FrameId(CITY, 0, 5))
     gap.unlink()
-    counts = convert(root, SPLIT, tmp_path / "bag", sequence=0)
+    for motion in (root / "gtFine").rglob("*_motion.png"):  # like real Cityscapes: no motion GT
+        motion.unlink()
+    counts = convert(root, SPLIT, tmp_path / "bag", sequence=0, with_gt=True)
     assert counts["/camera/image_raw"] == FRAMES - 1
-    assert "misses frames [5]" in capsys.readouterr().err
+    assert counts["/gt/depth"] == counts["/gt/semantic"] == 1 and "/gt/motion" not in counts
+    err = capsys.readouterr().err
+    assert "misses frames [5]" in err and "no motion ground truth" in err
     with pytest.raises(FileNotFoundError, match="no camera file"):
         shutil.rmtree(root / "camera")
         convert(root, SPLIT, tmp_path / "bag2", sequence=0)

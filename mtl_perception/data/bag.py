@@ -212,6 +212,7 @@ def convert(
             counts[TOPICS[kind]] += 1
 
         t_start = START_TIME_NS
+        missing_gt: set[str] = set()
         for snip in snippets:
             missing = sorted(set(range(snip.frames[0], snip.frames[-1] + 1)) - set(snip.frames))
             if missing:
@@ -241,29 +242,39 @@ def convert(
                     rgb = cv2.resize(rgb, (w, h), interpolation=interp)
                 write("camera_info", stamp, msgs.camera_info(stamp, cam, h, w))
                 write("image", stamp, msgs.image(stamp, rgb, "rgb8"))
-                if with_gt and cityscapes_path(root, "label_ids", split, fid).is_file():
-                    for kind, array, enc in _ground_truth(root, split, fid, cam_full, (h, w), semantic_mode):
+                annotated = any(cityscapes_path(root, k, split, fid).is_file() for k in GT_FILES.values())
+                if with_gt and annotated:
+                    gt = _ground_truth(root, split, fid, cam_full, (h, w), semantic_mode, missing_gt)
+                    for kind, array, enc in gt:
                         write(kind, stamp, msgs.image(stamp, array, enc))
             t_start = stamp + round(snippet_gap_s * 1e9)
     return dict(counts)
 
 
-def _ground_truth(root: Path, split: str, fid: FrameId, cam: CameraCalibration, size, semantic_mode: str):
+GT_FILES = {"depth": "disparity", "semantic": "label_ids", "motion": "motion"}
+
+
+def _ground_truth(
+    root: Path, split: str, fid: FrameId, cam: CameraCalibration, size, semantic_mode: str, missing: set[str]
+):
+    """The ground truth images of one frame that exist on disk (real Cityscapes has no motion GT)."""
     h, w = size
-    disp = _read_png(cityscapes_path(root, "disparity", split, fid), cv2.IMREAD_UNCHANGED)
-    depth = disparity_to_depth(disp, cam.fx, cam.baseline)
-    depth[depth <= 0] = np.nan
-    labels = _read_png(cityscapes_path(root, "label_ids", split, fid), cv2.IMREAD_UNCHANGED)
-    semantic = label_ids_to_semantic(labels, semantic_mode)
-    motion = (_read_png(cityscapes_path(root, "motion", split, fid), cv2.IMREAD_UNCHANGED) > 0).astype(
-        np.uint8
-    )
     out = []
-    for kind, array, enc in (
-        ("depth", depth.astype(np.float32), "32FC1"),
-        ("semantic", semantic, "mono8"),
-        ("motion", motion, "mono8"),
-    ):
+    for kind, file_kind in GT_FILES.items():
+        path = cityscapes_path(root, file_kind, split, fid)
+        if not path.is_file():
+            if kind not in missing:
+                print(f"cityscapes_to_bag: warning: no {kind} ground truth, e.g. {path}", file=sys.stderr)
+                missing.add(kind)
+            continue
+        raw = _read_png(path, cv2.IMREAD_UNCHANGED)
+        if kind == "depth":
+            array, enc = disparity_to_depth(raw, cam.fx, cam.baseline), "32FC1"
+            array[array <= 0] = np.nan
+        elif kind == "semantic":
+            array, enc = label_ids_to_semantic(raw, semantic_mode), "mono8"
+        else:
+            array, enc = (raw > 0).astype(np.uint8), "mono8"
         if array.shape != (h, w):
             array = cv2.resize(array, (w, h), interpolation=cv2.INTER_NEAREST)
         out.append((kind, array, enc))
