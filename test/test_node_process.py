@@ -195,6 +195,7 @@ def running_node(tmp_path_factory):
                     process.kill()
                     process.wait()
     print(log.read_text())
+    assert process.returncode == 0, "the node did not exit cleanly on SIGINT"
 
 
 def send_and_wait(
@@ -230,6 +231,9 @@ def test_outputs_carry_input_header_encodings_and_sizes(running_node):
     assert depth.dtype == np.float32 and np.all(np.isnan(depth) | (depth > 0))
     semantic = image_fields_to_array(probe.outputs["semantic"][stamp])
     assert semantic.max() < 5
+    palette = np.array([[0x80, 0x40, 0x80], [0x46, 0x82, 0xB4], [0xDC, 0x14, 0x3C], [0, 0, 0x8E], [0, 0, 0]])
+    color = image_fields_to_array(probe.outputs["semantic/color"][stamp])
+    np.testing.assert_array_equal(color, palette[semantic])
     assert set(np.unique(image_fields_to_array(probe.outputs["motion"][stamp]))) <= {0, 1}
     flow = image_fields_to_array(probe.outputs["flow"][stamp])
     assert flow.shape == (NET_H, NET_W, 2) and np.isfinite(flow).all()
@@ -316,7 +320,7 @@ def test_diagnostics_report_counters_rates_and_stages(running_node):
     assert status.hardware_id
 
 
-def test_sigint_shuts_down_cleanly(tmp_path):
+def test_sigterm_during_operation_shuts_down_cleanly(tmp_path):
     process = subprocess.Popen(
         node_command("-r", f"__ns:=/mtl_sig_{uuid.uuid4().hex[:6]}"),
         stdout=subprocess.PIPE,

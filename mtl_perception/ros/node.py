@@ -517,21 +517,30 @@ def _fmt(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``ros2 run mtl_perception mtl_perception_node``; non-zero exit on startup errors."""
+    """Entry point of ``ros2 run mtl_perception mtl_perception_node``; non-zero exit on startup errors.
+
+    rclpy's signal handlers turn SIGINT/SIGTERM into a context shutdown at any moment, also while the model
+    loads; a shutdown requested that way is a clean exit (0), whatever step it interrupted.
+    """
     rclpy.init(args=argv)
+    executor = SingleThreadedExecutor()
     try:
         node = PerceptionNode()
     except Exception as error:  # parameters, model file, backend: report the cause and exit non-zero
+        if not rclpy.ok():
+            return 0
         cause = error if isinstance(error, StartupError) else f"{type(error).__name__}: {error}"
         print(f"[mtl_perception] startup failed: {cause}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        executor.spin()  # rclpy's signal handlers turn SIGINT/SIGTERM into a context shutdown
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():  # a real failure, not the shutdown race
+            raise
     finally:
         node.stop()
         executor.shutdown()
