@@ -82,6 +82,8 @@ def play(
                     delay = wall0 + (stamp - bag0) * 1e-9 / rate - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
+                    if not rclpy.ok():  # SIGINT/SIGTERM shut the context down: stop cleanly
+                        break
                     pubs[conn.topic].publish(bytes(raw))
                     published += 1
                     now = time.monotonic()
