@@ -132,3 +132,20 @@ def test_nearest_targets_keep_only_valid_values():
     with pytest.raises(ValueError, match="no augmentation kind"):
         warp_affine({"extra": sample["depth"]}, np.eye(2, 3), (h, w))
     assert KIND_TARGET == "target"
+
+
+def test_resize_and_crop_scale_flow_and_keep_targets():
+    from training.augment import crop, resize
+
+    flow = np.dstack([np.full((40, 60), 2.0), np.full((40, 60), -3.0), np.ones((40, 60))]).astype(np.float32)
+    sem = np.array([0, 3, 255], np.uint8)[np.random.default_rng(0).integers(0, 3, (40, 60))]
+    out = resize({"flow": flow, "semantic": sem}, (30, 90))
+    np.testing.assert_allclose(out["flow"][..., 0], 3.0, rtol=1e-5)
+    np.testing.assert_allclose(out["flow"][..., 1], -2.25, rtol=1e-5)
+    np.testing.assert_array_equal(out["semantic"], cv2.resize(sem, (90, 30), interpolation=cv2.INTER_NEAREST))
+    img = _texture(40, 60, 2)
+    small = resize({"image": img}, (20, 30))["image"]
+    np.testing.assert_allclose(small, cv2.resize(img, (30, 20), interpolation=cv2.INTER_AREA))
+    c = crop({"image": img, "flow": None}, 5, 7, (10, 20))
+    np.testing.assert_array_equal(c["image"], img[5:15, 7:27])
+    assert c["flow"] is None

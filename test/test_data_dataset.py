@@ -182,3 +182,14 @@ def test_flow_dataset_resumes_and_refuses_other_parameters(tmp_path):
     assert sidecar.read_text() == before
     assert make_flow_main(args) == 0  # same parameters: nothing to do
     assert all(p.stat().st_mtime_ns == stamps[p] for p in files[1:])
+
+
+def test_dataloader_workers_draw_different_augmentations():
+    root = synthetic_root_with_flow()
+    ds = CityscapesMultiTask(
+        root, SPLIT, transform=TrainAugment((64, 128), rotation=5.0, p_rotate=1.0), seed=0
+    )
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, sampler=[0, 0], num_workers=2)
+    first, second = list(loader)
+    assert first["name"] == second["name"]
+    assert not torch.equal(first["image"], second["image"])  # forked workers must not share one RNG state

@@ -9,6 +9,9 @@ Every transform is an affine map p' = A p + b of pixel coordinates, applied with
   negates u on a horizontal flip; confidence is resampled only;
 * targets (``KIND_TARGET``): nearest neighbour, so only values present in the input survive.
 
+The scale step of ``TrainAugment`` and ``Resize`` use ``cv2.resize`` (area averaging when shrinking) and an
+exact crop instead of a warp, so that shrinking a full-resolution frame to the network size does not alias.
+
 Borders uncovered by a warp are filled with "no information": 0 for images, flow and confidence, 0 (invalid)
 for depth and 255 (ignore) for semantic and motion (TI filled 0, which teaches "road"/"static" there).
 """
@@ -88,6 +91,43 @@ def hflip(sample: dict, kinds: Mapping[str, tuple[str, float]] = DEFAULT_KINDS) 
     return out
 
 
+def resize(
+    sample: dict, out_size: tuple[int, int], kinds: Mapping[str, tuple[str, float]] = DEFAULT_KINDS
+) -> dict:
+    """Resize every array to (height, width): images and flow with ``cv2.INTER_AREA`` when shrinking
+    (area averaging, close to the antialiased resize the node applies to camera frames; a bilinear warp
+    would alias) and bilinear when enlarging; targets nearest; flow vectors scaled by the axis ratios."""
+    h, w = _size(sample)
+    oh, ow = out_size
+    shrink = oh < h or ow < w
+    out = {}
+    for key, arr in sample.items():
+        if arr is None:
+            out[key] = None
+            continue
+        kind, _ = _kind(key, kinds)
+        if kind == KIND_TARGET:
+            interp = cv2.INTER_NEAREST
+        else:
+            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        resized = cv2.resize(arr, (ow, oh), interpolation=interp)
+        if kind == KIND_FLOW:
+            resized = resized.astype(np.float32, copy=True)
+            resized[..., 0] *= ow / w
+            resized[..., 1] *= oh / h
+        out[key] = resized
+    return out
+
+
+def crop(sample: dict, y0: int, x0: int, out_size: tuple[int, int]) -> dict:
+    """Exact crop (slicing) of every array."""
+    oh, ow = out_size
+    return {
+        k: None if a is None else np.ascontiguousarray(a[y0 : y0 + oh, x0 : x0 + ow])
+        for k, a in sample.items()
+    }
+
+
 def rotation_matrix(angle_deg: float, height: int, width: int) -> np.ndarray:
     """Rotation about the image centre (cv2 convention: positive = counter-clockwise on screen)."""
     return cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle_deg, 1.0)
@@ -113,11 +153,7 @@ class Resize:
     kinds: Mapping[str, tuple[str, float]] = None
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        h, w = _size(sample)
-        oh, ow = self.size
-        return warp_affine(
-            sample, scale_crop_matrix(ow / w, oh / h, 0, 0), self.size, self.kinds or DEFAULT_KINDS
-        )
+        return resize(sample, self.size, self.kinds or DEFAULT_KINDS)
 
 
 @dataclass
@@ -150,7 +186,7 @@ class TrainAugment:
         else:
             rh, rw = oh, ow
         y0, x0 = int(rng.integers(0, rh - oh + 1)), int(rng.integers(0, rw - ow + 1))
-        sample = warp_affine(sample, scale_crop_matrix(rw / w, rh / h, x0, y0), (oh, ow), kinds)
+        sample = crop(resize(sample, (rh, rw), kinds), y0, x0, (oh, ow))
         if rng.random() < self.p_flip:
             sample = hflip(sample, kinds)
         return sample

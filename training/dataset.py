@@ -87,7 +87,7 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
         self.use_flow, self.flow_folder, self.flow_suffix = use_flow, flow_folder, flow_suffix
         self.flow_format, self.ti_flow_scale = flow_format, ti_flow_scale
         self.semantic_mode, self.transform = semantic_mode, transform
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.rng, self._rng_owner = seed, np.random.default_rng(seed), None
         self.depth_folder = next(
             (f for f in ("disparity", "depth") if (self.root / f / split).is_dir()), None
         )
@@ -118,6 +118,16 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
         if self.use_flow:
             paths["flow"] = flow_path(self.root, self.split, fid, self.flow_folder, self.flow_suffix)
         return paths
+
+    def _worker_rng(self) -> np.random.Generator:
+        """One generator per DataLoader worker and epoch: forked workers would otherwise all copy the same
+        generator state and draw identical augmentations. ``worker.seed`` changes every epoch and follows
+        ``torch.manual_seed``."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._rng_owner != info.seed:
+            self.rng = np.random.default_rng([self.seed or 0, info.seed])
+            self._rng_owner = info.seed
+        return self.rng
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -165,7 +175,7 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.load(index)
         if self.transform is not None:
-            sample = self.transform(sample, self.rng)
+            sample = self.transform(sample, self._worker_rng())
         out = {
             "name": self.frames[index].stem,
             "image": torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))),
