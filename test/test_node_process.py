@@ -110,8 +110,12 @@ class Probe:
         self.lock = threading.Lock()
         self.outputs: dict[str, dict[int, object]] = {topic: {} for topic in [*OUTPUTS, "depth/camera_info"]}
         self.diagnostics: list[DiagnosticArray] = []
-        for topic, msg_type in [*((t, Image) for t in OUTPUTS), ("depth/camera_info", CameraInfo)]:
-            self.node.create_subscription(msg_type, topic, self._recorder(topic), 10)
+        for topic in OUTPUTS:
+            self.node.create_subscription(Image, topic, self._recorder(topic), 10)
+        best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.node.create_subscription(
+            CameraInfo, "depth/camera_info", self._recorder("depth/camera_info"), best_effort
+        )
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.image_best_effort = self.node.create_publisher(Image, "image", best_effort)
@@ -168,6 +172,8 @@ def running_node(tmp_path_factory):
                 "error_throttle:=0.0",
                 "-p",
                 "palette_rgb:=[0x804080, 0x4682B4, 0xDC143C, 0x00008E, 0x000000]",
+                "-p",
+                f"qos_overrides.{namespace}/depth/camera_info.publisher.reliability:=best_effort",
             ),
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -243,6 +249,22 @@ def test_outputs_carry_input_header_encodings_and_sizes(running_node):
     assert (info.width, info.height) == (NET_W, NET_H) and info.header.frame_id == "test_camera"
     np.testing.assert_allclose(info.k, [200 * sx, 0, 128 * sx, 0, 210 * sy, 60 * sy, 0, 0, 1])
     np.testing.assert_allclose(info.p, [200 * sx, 0, 128 * sx, -20 * sx, 0, 210 * sy, 60 * sy, 0, 0, 0, 1, 0])
+
+
+def test_qos_defaults_and_parameter_overrides(running_node):
+    """Input best effort (takes reliable and best-effort cameras), outputs reliable; overridable."""
+    from rclpy.qos import DurabilityPolicy
+
+    # the override in the fixture: depth/camera_info published best effort (the probe subscribes best effort)
+    _, probe, _ = running_node
+    namespace = probe.node.get_namespace()
+    (image_sub,) = probe.node.get_subscriptions_info_by_topic(f"{namespace}/image")
+    assert image_sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    (depth_pub,) = probe.node.get_publishers_info_by_topic(f"{namespace}/depth")
+    assert depth_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    assert depth_pub.qos_profile.durability == DurabilityPolicy.VOLATILE
+    (info_pub,) = probe.node.get_publishers_info_by_topic(f"{namespace}/depth/camera_info")
+    assert info_pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
 
 
 def test_reliable_publisher_is_accepted_and_flow_partner_used(running_node):
