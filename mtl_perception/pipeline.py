@@ -158,13 +158,7 @@ class PerceptionPipeline:
         return image.to(self.device).permute(2, 0, 1).unsqueeze(0).float()
 
     def _resize(self, image: torch.Tensor) -> torch.Tensor:
-        h, w = self.network_size
-        if tuple(image.shape[-2:]) == (h, w):
-            return image
-        downscale = image.shape[-2] > h or image.shape[-1] > w
-        resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
-        # Rounded to whole grey levels: the same values an offline uint8 resize of the frame gives.
-        return resized.round_().clamp_(0.0, 255.0)
+        return resize_for_network(image, self.network_size)
 
     @torch.inference_mode()
     def process(
@@ -282,6 +276,21 @@ class PerceptionPipeline:
                 )
             depth[depth <= 0] = np.nan
         return {key: host.get(key) for key in ("depth", "semantic", "motion", "flow", "image")}
+
+
+def resize_for_network(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, H, W) float 0..255 -> (N, 3, h, w): bilinear, antialiased when shrinking, rounded.
+
+    The project's one camera-frame resize: the node's network input and the training flow dataset
+    (``training/make_flow_dataset.py``) must see identical pixels, so both should call this function.
+    """
+    h, w = int(size[0]), int(size[1])
+    if tuple(image.shape[-2:]) == (h, w):
+        return image
+    downscale = image.shape[-2] > h or image.shape[-1] > w
+    resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
+    # Rounded to whole grey levels: the same values an offline uint8 resize of the frame gives.
+    return resized.round_().clamp_(0.0, 255.0)
 
 
 def _download(arrays: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -193,3 +193,13 @@ def test_stage_timer_accumulates():
     with timer("a"):
         pass
     assert set(timer.times) == {"a"} and timer.times["a"] >= 0
+
+
+def test_flow_dataset_resize_matches_the_pipeline():
+    """training/make_flow_dataset.py must resize exactly as the node (one preprocessing)."""
+    make_flow_dataset = pytest.importorskip("training.make_flow_dataset")
+    from mtl_perception.pipeline import resize_for_network
+
+    frame = textured_frames(1, size=(2 * H + 6, 2 * W + 10))[0]
+    ours = resize_for_network(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), (H, W))[0]
+    np.testing.assert_array_equal(make_flow_dataset.resize_like_node(frame, (H, W)).numpy(), ours.numpy())
