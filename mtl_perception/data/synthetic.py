@@ -130,13 +130,11 @@ def rigid_flow_from_depth(depth: np.ndarray, K: np.ndarray, R: np.ndarray, t: np
 
 
 # --------------------------------------------------------------------------------------------- noise
-def _hash(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """Integer lattice hash -> [0, 1) (a murmur3-style finaliser on uint32, deterministic everywhere)."""
-    h = (
-        (ix.astype(np.int64).astype(np.uint32) * np.uint32(0x27D4EB2D))
-        ^ (iy.astype(np.int64).astype(np.uint32) * np.uint32(0x165667B1))
-        ^ (seed * np.uint32(0x9E3779B1))
-    )
+_H1, _H2, _H3 = np.uint32(0x27D4EB2D), np.uint32(0x165667B1), np.uint32(0x9E3779B1)
+
+
+def _finalize(h: np.ndarray) -> np.ndarray:
+    """murmur3 finaliser on uint32 -> [0, 1) (deterministic on every platform)."""
     h ^= h >> np.uint32(15)
     h *= np.uint32(0x85EBCA6B)
     h ^= h >> np.uint32(13)
@@ -145,13 +143,25 @@ def _hash(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray) -> np.ndarray:
     return h.astype(np.float32) * np.float32(1.0 / 4294967296.0)
 
 
+def _lattice(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.int32).view(np.uint32)
+
+
+def _hash(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """Integer lattice hash -> [0, 1)."""
+    return _finalize((_lattice(ix) * _H1) ^ (_lattice(iy) * _H2) ^ (seed * _H3))
+
+
 def _value_noise(x: np.ndarray, y: np.ndarray, seed: np.ndarray) -> np.ndarray:
     xf, yf = np.floor(x), np.floor(y)
     fx, fy = x - xf, y - yf
     fx = fx * fx * (3 - 2 * fx)
     fy = fy * fy * (3 - 2 * fy)
-    a, b = _hash(xf, yf, seed), _hash(xf + 1, yf, seed)
-    c, d = _hash(xf, yf + 1, seed), _hash(xf + 1, yf + 1, seed)
+    hx0, hy0 = _lattice(xf) * _H1, _lattice(yf) * _H2
+    hx1, hy1 = hx0 + _H1, hy0 + _H2  # (i + 1) * C, wrapping like the uint32 product
+    hs = seed * _H3
+    a, b = _finalize(hx0 ^ hy0 ^ hs), _finalize(hx1 ^ hy0 ^ hs)
+    c, d = _finalize(hx0 ^ hy1 ^ hs), _finalize(hx1 ^ hy1 ^ hs)
     return (a + (b - a) * fx) * (1 - fy) + (c + (d - c) * fx) * fy
 
 
