@@ -244,3 +244,29 @@ def test_play_bag_topics_filter_and_loop(tmp_path):
     assert stamps[FRAMES] == stamps[0]  # the second pass replays the same recorded stamps
     assert proc.returncode in (0, 130), err
     assert "Traceback" not in err
+
+
+def test_long_sequences_split_into_snippets(tmp_path):
+    """Frames 0-29 and 100-129 of one sequence (as in some Cityscapes cities) are two snippets."""
+    from mtl_perception.data.bag import find_snippets
+
+    src = synthetic_root()
+    root = tmp_path / "root"
+    for sub in ("leftImg8bit_sequence", "camera"):
+        (root / sub / SPLIT / CITY).mkdir(parents=True)
+    for f in range(FRAMES):
+        for seq, offset in ((0, 0), (1, 100)):
+            a = cityscapes_path(src, "image_sequence", SPLIT, FrameId(CITY, seq, f))
+            shutil.copy(a, cityscapes_path(root, "image_sequence", SPLIT, FrameId(CITY, 7, f + offset)))
+    for seq, offset in ((0, 0), (1, 100)):
+        shutil.copy(
+            cityscapes_path(src, "camera", SPLIT, FrameId(CITY, seq, 19)),
+            cityscapes_path(root, "camera", SPLIT, FrameId(CITY, 7, 19 + offset)),
+        )
+    snippets = find_snippets(root, SPLIT)
+    assert [(s.seq, s.frames[0], s.frames[-1]) for s in snippets] == [(7, 0, 29), (7, 100, 129)]
+    counts = convert(root, SPLIT, tmp_path / "bag", fps=17.0)
+    assert counts["/camera/image_raw"] == 2 * FRAMES
+    msgs, _ = _read_bag(tmp_path / "bag")
+    stamps = np.array([s for s, _ in msgs["/camera/image_raw"]])
+    assert np.diff(stamps)[FRAMES - 1] >= 1e9 and np.all(np.diff(stamps)[: FRAMES - 1] < 1e8)

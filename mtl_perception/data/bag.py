@@ -37,6 +37,8 @@ TOPICS = {
 }
 #: bag time of the first frame (a fixed epoch keeps conversions reproducible)
 START_TIME_NS = 1_600_000_000 * 10**9
+#: frame-number jumps up to this size inside one sequence are missing frames; larger ones start a new snippet
+MAX_GAP = 10
 
 
 @dataclass
@@ -68,7 +70,17 @@ def find_snippets(
             groups[(fid.city, fid.seq)].append(fid.frame)
     if not groups:
         raise FileNotFoundError(f"sequence {sequence} not found under {base}")
-    return [Snippet(c, s, sorted(fr), folder) for (c, s), fr in sorted(groups.items())]
+    snippets = []
+    for (c, s), frames in sorted(groups.items()):
+        # some Cityscapes cities hold several 30-frame snippets in one long sequence: a jump of more than
+        # MAX_GAP frame numbers starts a new snippet, smaller holes are missing frames (reported later)
+        frames = sorted(frames)
+        start = 0
+        for k in range(1, len(frames) + 1):
+            if k == len(frames) or frames[k] - frames[k - 1] > MAX_GAP:
+                snippets.append(Snippet(c, s, frames[start:k], folder))
+                start = k
+    return snippets
 
 
 def _find_camera(root: Path, split: str, snippet: Snippet) -> Path:
@@ -79,7 +91,8 @@ def _find_camera(root: Path, split: str, snippet: Snippet) -> Path:
         raise FileNotFoundError(
             f"no camera file for {snippet.city}_{snippet.seq:06d} in {root / 'camera' / split / snippet.city}"
         )
-    return cams[0]
+    inside = [p for p in cams if snippet.frames[0] <= FrameId.parse(p).frame <= snippet.frames[-1]]
+    return (inside or cams)[0]  # the snippet's annotated frame; else any calibration of the sequence
 
 
 def _read_timestamp(path: Path) -> int | None:
