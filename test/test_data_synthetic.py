@@ -103,9 +103,8 @@ def test_generation_is_deterministic_and_refuses_overwrite(tmp_path):
     assert main(["--out", str(tmp_path / "a"), *args[:-1], "8"]) == 2  # refuses, touches nothing
     assert {rel: (tmp_path / "a" / rel).read_bytes() for rel in files_a} == before
     assert main(["--out", str(tmp_path / "a"), *args[:-1], "8", "--overwrite"]) == 0
-    assert (tmp_path / "a" / files_a[0]).read_bytes() != before[files_a[0]] or any(
-        (tmp_path / "a" / r).read_bytes() != before[r] for r in files_a
-    )
+    changed = [r for r in files_a if (tmp_path / "a" / r).read_bytes() != before[r]]
+    assert any(r.suffix == ".png" for r in changed)  # another seed, another world: --overwrite replaced it
 
 
 def test_disparity_to_depth_formula_and_errors():
