@@ -162,6 +162,7 @@ class OutputRecorder:
 
     def close(self) -> None:
         self.executor.shutdown()
+        self.thread.join(timeout=5.0)
         self.node.destroy_node()
         self._rclpy.try_shutdown(context=self.context)
 
