@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mtl_perception.data.cityscapes import FrameId, cityscapes_path
 from mtl_perception.flow import COMMON, CUDA_DEFAULTS, StreamingFarneback, to_gray, write_flow_png
@@ -33,14 +32,11 @@ SIDECAR = "flow_params.json"
 
 
 def resize_like_node(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """HxWx3 uint8 -> (3,h,w) float 0..255, resized exactly as mtl_perception.pipeline does."""
+    """HxWx3 uint8 -> (3,h,w) float 0..255 through the node's own resize (``pipeline.resize_for_network``)."""
+    from mtl_perception.pipeline import resize_for_network
+
     t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-    h, w = size
-    if (h, w) != tuple(t.shape[-2:]):
-        downscale = h < t.shape[-2] or w < t.shape[-1]
-        t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
-        t = t.round_().clamp_(0.0, 255.0)
-    return t[0]
+    return resize_for_network(t, size)[0]
 
 
 def _read_rgb(path: Path) -> np.ndarray:
