@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -166,8 +166,9 @@ def _reflect101_index(n: int, pad: int) -> np.ndarray:
 class FrameFeatures:
     """Polynomial expansion of one frame at every pyramid level (what ``StreamingFarneback.prepare`` makes).
 
-    ``expansions[k]`` is (N, 5, h_k, w_k); ``quads`` caches the 2x2-neighbourhood table used when the
-    frame plays the role of the *second* frame, built lazily once.
+    ``expansions[k]`` is (N, 5, h_k, w_k) in OpenCV's channel order (b_y, b_x, a_yy, a_xx, a_xy);
+    ``engine_key`` ties the features to the parameters, size and device that made them; ``batched`` is
+    False for frames given as (H, W), so results drop the batch dimension.
     """
 
     size: tuple[int, int]
@@ -175,7 +176,6 @@ class FrameFeatures:
     expansions: list[torch.Tensor]
     engine_key: tuple
     batched: bool = True
-    quads: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 class FarnebackEngine:
@@ -302,8 +302,9 @@ class FarnebackEngine:
     def blur(self, m: torch.Tensor) -> torch.Tensor:
         """Spatial averaging of the matrix entries (box or Gaussian window, replicate border).
 
-        Shifted-slice accumulation: on the CPU it is several times faster than ``conv2d`` with a 1-D
-        kernel or ``avg_pool2d``, and unlike a float32 cumsum it has no precision loss on wide frames.
+        Box windows use doubling partial sums (O(log winsize) adds per axis), Gaussian windows weighted
+        shifted slices: on the CPU both beat ``conv2d`` with 1-D kernels and ``avg_pool2d``, and unlike a
+        float32 cumsum they lose no precision on wide frames.
         """
         return _separable_window(m, self._win)
 
