@@ -178,17 +178,25 @@ def test_flow_tool_on_files_and_demo(tmp_path):
         cmd, capture_output=True, text=True, timeout=120, env={**os.environ, **env_threads}
     )
     assert again.returncode != 0 and "exists" in again.stderr
+    demo_cmd = [
+        sys.executable,
+        "-m",
+        "mtl_perception.flow.cli",
+        "--demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--size",
+        "96x128",
+        "--params",
+        "common",
+    ]
     demo = subprocess.run(
-        [sys.executable, "-m", "mtl_perception.demo", "--out", str(tmp_path / "demo")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env_threads},
+        demo_cmd, capture_output=True, text=True, timeout=120, env={**os.environ, **env_threads}
     )
     assert demo.returncode == 0, demo.stderr
     import json
 
-    stats = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    stats = json.loads(demo.stdout)
     assert stats["epe_vs_cv2_mean"] < 1e-3
     assert abs(stats["epe_vs_ground_truth"] - stats["cv2_epe_vs_ground_truth"]) < 1e-3
     assert (tmp_path / "demo" / "flow_color.png").is_file() and (tmp_path / "demo" / "flow.png").is_file()
