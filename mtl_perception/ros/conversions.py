@@ -135,8 +135,9 @@ def image_to_tensor(
 def array_to_image_fields(image: np.ndarray, encoding: str) -> dict:
     """Fields (height, width, encoding, is_bigendian, step, data) of an Image holding ``image``.
 
-    ``data`` is an ``array.array('B')`` filled by one memcpy; rclpy's Image setter keeps such an array as
-    is when field checks are on and copies it with memcpy otherwise (never element by element).
+    ``data`` is an ``array.array('B')`` filled by one memcpy. rclpy's Image setter keeps such an array as
+    is when the message has field checks on (``Image(check_fields=True)``, what the node uses) and copies it
+    once more otherwise (a memcpy, never element by element).
     """
     fmt = OUTPUT_FORMATS.get(encoding)
     if fmt is None:

@@ -407,9 +407,10 @@ class PerceptionNode(Node):
                     "rgb8",
                 )
             )
+        # check_fields=True makes rclpy keep our array.array('B') as is instead of copying it again
         for topic, array, encoding in outputs:
             if array is not None and topic in self.pub:
-                self.pub[topic].publish(fill_image(Image(), array, encoding, header))
+                self.pub[topic].publish(fill_image(Image(check_fields=True), array, encoding, header))
         if "depth/camera_info" in self.pub:
             with self._lock:
                 info = self._camera_info
