@@ -165,3 +165,52 @@ def test_fields_fit_a_real_rclpy_image():
     np.testing.assert_array_equal(image_to_rgb(msg), rgb)
     checked = Image(check_fields=True, **array_to_image_fields(rgb, "rgb8"))
     np.testing.assert_array_equal(image_fields_to_array(checked), rgb)
+
+
+def test_real_rosbags_message_converts():
+    """A sensor_msgs/Image from the rosbags typestore (numpy `data`) converts like an rclpy one."""
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    Image, Header, Time = (
+        store.types[n]
+        for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time")
+    )
+    pixels = RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    padded = np.concatenate([pixels.reshape(5, 18), np.zeros((5, 2), np.uint8)], axis=1)
+    msg = Image(
+        header=Header(stamp=Time(sec=1, nanosec=2), frame_id="cam"),
+        height=5,
+        width=6,
+        encoding="bgr8",
+        is_bigendian=0,
+        step=20,
+        data=padded.reshape(-1),
+    )
+    raw = store.serialize_cdr(msg, Image.__msgtype__)
+    back = store.deserialize_cdr(raw, Image.__msgtype__)
+    np.testing.assert_array_equal(image_to_rgb(back), cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB))
+
+
+def test_scaled_camera_info_follows_image_proc_resize():
+    msgs = pytest.importorskip("sensor_msgs.msg")
+    from mtl_perception.ros.conversions import scaled_camera_info_fields
+
+    info = msgs.CameraInfo(width=2048, height=1024, distortion_model="plumb_bob", d=[0.1, 0, 0, 0, 0])
+    info.k = [2262.5, 0.0, 1096.9, 0.0, 2265.3, 513.1, 0.0, 0.0, 1.0]
+    info.p = [2262.5, 0.0, 1096.9, -473.6, 0.0, 2265.3, 513.1, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 50, 1000, 500
+    scaled = msgs.CameraInfo(**scaled_camera_info_fields(info, 2048, 1024, 768, 384))
+    s = 768 / 2048
+    assert (scaled.width, scaled.height) == (768, 384) and scaled.distortion_model == "plumb_bob"
+    np.testing.assert_allclose(scaled.k, [2262.5 * s, 0, 1096.9 * s, 0, 2265.3 * s, 513.1 * s, 0, 0, 1])
+    np.testing.assert_allclose(
+        scaled.p, [2262.5 * s, 0, 1096.9 * s, -473.6 * s, 0, 2265.3 * s, 513.1 * s, 0, 0, 0, 1, 0]
+    )
+    assert (scaled.roi.x_offset, scaled.roi.y_offset, scaled.roi.width, scaled.roi.height) == (
+        37,
+        18,
+        375,
+        187,
+    )
+    np.testing.assert_allclose(scaled.d, info.d)
