@@ -148,6 +148,42 @@ def corner_resize_index(n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray,
     return i0, i1, frac
 
 
+def linear_resize_matrix(n_src: int, n_dst: int, mode: str = "cpu") -> np.ndarray:
+    """(n_dst, n_src) weights of a 1-D bilinear resize: OpenCV CPU half-pixel (``"cpu"``) or
+    ``cv::cuda::resize`` corner-aligned (``"cuda"``), both with OpenCV's edge clamping."""
+    mat = np.zeros((n_dst, n_src), dtype=np.float64)
+    if mode == "cpu":
+        scale = n_src / n_dst
+        for d in range(n_dst):
+            src = (d + 0.5) * scale - 0.5
+            i0 = math.floor(src)
+            a = src - i0
+            if i0 < 0:
+                i0, a = 0, 0.0
+            if i0 >= n_src - 1:
+                i0, a = n_src - 1, 0.0
+            mat[d, i0] += 1.0 - a
+            if a:
+                mat[d, i0 + 1] += a
+        return mat
+    i0, i1, frac = corner_resize_index(n_src, n_dst)
+    for d in range(n_dst):
+        mat[d, i0[d]] += 1.0 - float(frac[d])
+        mat[d, i1[d]] += float(frac[d])
+    return mat
+
+
+def blur_matrix(n: int, taps: np.ndarray) -> np.ndarray:
+    """(n, n) matrix of a 1-D correlation with ``taps`` under BORDER_REFLECT_101."""
+    r = len(taps) // 2
+    idx = _reflect101_index(n, r)
+    mat = np.zeros((n, n), dtype=np.float64)
+    rows = np.arange(n)
+    for t, tap in enumerate(taps):
+        np.add.at(mat, (rows, idx[rows + t]), float(tap))
+    return mat
+
+
 def _reflect101_index(n: int, pad: int) -> np.ndarray:
     """Source indices of ``cv::borderInterpolate(BORDER_REFLECT_101)`` for positions -pad..n+pad-1."""
     out = []
@@ -195,18 +231,24 @@ class FarnebackEngine:
         self.key = (params, self.size, str(self.device))
         self.plan = level_plan(height, width, params.pyr_scale, params.levels)
         dev, f32 = self.device, torch.float32
-        self._blur = []
-        for _, _, scale in self.plan:
+        # Level 0: the fixed [1/4, 1/2, 1/4] blur as shifted slices (reflect-101 indices cached).
+        # Levels k >= 1: blur-then-resize is linear and separable, so each axis is one cached
+        # (n_k x n) matrix = resize @ blur, applied as two matrix products (far cheaper than a
+        # full-resolution blur with up to 79 taps followed by a resize).
+        self._level0_index = (
+            torch.from_numpy(_reflect101_index(height, 1)).to(dev),
+            torch.from_numpy(_reflect101_index(width, 1)).to(dev),
+        )
+        self._pyramid = [None]
+        for h, w, scale in self.plan[1:]:
             ksize, sigma = pyramid_blur_params(scale)
-            k = torch.from_numpy(gaussian_kernel(ksize, sigma)).to(dev)
-            r = ksize // 2
-            self._blur.append(
+            taps = gaussian_kernel(ksize, sigma)
+            ay = linear_resize_matrix(height, h, params.resize_mode) @ blur_matrix(height, taps)
+            ax = linear_resize_matrix(width, w, params.resize_mode) @ blur_matrix(width, taps)
+            self._pyramid.append(
                 (
-                    k.view(1, 1, -1, 1),
-                    k.view(1, 1, 1, -1),
-                    r,
-                    torch.from_numpy(_reflect101_index(height, r)).to(dev),
-                    torch.from_numpy(_reflect101_index(width, r)).to(dev),
+                    torch.from_numpy(ay.astype(np.float32)).to(dev),
+                    torch.from_numpy(ax.T.astype(np.float32)).to(dev),
                 )
             )
         g, xg, xxg, (ig11, ig03, ig33, ig55) = poly_expansion_constants(params.poly_n, params.poly_sigma)
@@ -289,11 +331,17 @@ class FarnebackEngine:
     def expand(self, gray: torch.Tensor) -> FrameFeatures:
         """(N, 1, H, W) float32 frame -> its polynomial expansion at every level."""
         n = self._poly_n
+        iy, ix = self._level0_index
         out = []
-        for (h, w, _), (kv, kh, _r, iy, ix) in zip(self.plan, self._blur, strict=True):
-            padded = gray.index_select(-2, iy).index_select(-1, ix)  # reflect-101 on both axes
-            blurred = F.conv2d(F.conv2d(padded, kv), kh)
-            level = self._resize(blurred, (h, w))
+        for k in range(len(self.plan)):
+            if k == 0:
+                rows = gray.index_select(-2, iy)
+                v = (rows[..., :-2, :] + rows[..., 2:, :]).mul_(0.25).add_(rows[..., 1:-1, :], alpha=0.5)
+                cols = v.index_select(-1, ix)
+                level = (cols[..., :-2] + cols[..., 2:]).mul_(0.25).add_(cols[..., 1:-1], alpha=0.5)
+            else:
+                ay, ax_t = self._pyramid[k]
+                level = ay @ gray @ ax_t
             v = F.conv2d(F.pad(level, (0, 0, n, n), mode="replicate"), self._poly_v)
             out.append(F.conv2d(F.pad(v, (n, n, 0, 0), mode="replicate"), self._poly_h))
         return FrameFeatures(self.size, gray.shape[0], out, self.key)
