@@ -12,9 +12,11 @@ from mtl_perception.flow import FarnebackParams, calc_optical_flow_farneback
 from mtl_perception.flow.farneback import (
     FarnebackEngine,
     area_resize_matrix,
+    blur_matrix,
     border_weight_map,
     gaussian_kernel,
     level_plan,
+    linear_resize_matrix,
     poly_expansion_constants,
     pyramid_blur_params,
 )
@@ -188,3 +190,17 @@ def test_cuda_mode_close_to_cpu_mode_on_smooth_flow(args):
     print(f"[cuda-mode] {args}: mean EPE vs cpu mode {diff:.2e} px")
     assert 0 < diff < 0.02
     assert abs(endpoint_error(cuda, gt).mean() - endpoint_error(cpu, gt).mean()) < 0.05
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_pyramid_level_matrices_match_cv2_blur_then_resize(k):
+    """Level k = resize(GaussianBlur(frame, σ_k, reflect-101)) equals A_y @ frame @ A_xᵀ."""
+    img = np.random.default_rng(5).uniform(0, 255, (300, 401)).astype(np.float32)
+    h, w, scale = level_plan(300, 401, 0.5, 3)[k]
+    ksize, sigma = pyramid_blur_params(scale)
+    blurred = cv2.GaussianBlur(img, (ksize, ksize), sigma, sigma, borderType=cv2.BORDER_REFLECT_101)
+    ref = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)
+    taps = gaussian_kernel(ksize, sigma)
+    ay = linear_resize_matrix(300, h) @ blur_matrix(300, taps)
+    ax = linear_resize_matrix(401, w) @ blur_matrix(401, taps)
+    np.testing.assert_allclose(ay @ img.astype(np.float64) @ ax.T, ref, atol=2e-3)
