@@ -294,7 +294,7 @@ class FarnebackEngine:
         self.band_pixels = 1 << 17 if self.device.type == "cpu" else 0
         if compile:
             # One graph for every level: dynamic shapes avoid a recompile per pyramid size.
-            self._step = torch.compile(_iteration, dynamic=True)
+            self._step = torch.compile(_iteration_functional, dynamic=True)
 
     # ---------------------------------------------------------------- resizes
     def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -548,6 +548,31 @@ def _iteration_banded(r0, r1, flow, gx, gy, border, win: tuple[float, ...], band
         mb = _separable_window(m, win, r - (y0 - e0), r - (e1 - y1))
         out[..., y0:y1, :] = _solve(mb)
     return out
+
+
+def _iteration_functional(r0, r1, flow, gx, gy, border, win: tuple[float, ...]) -> torch.Tensor:
+    """``_iteration`` written without in-place/``out=`` ops, for ``torch.compile`` (which fuses it anyway;
+    inductor rejects ``out=`` writes into views)."""
+    n, _, rows, cols = flow.shape
+    h, w = r1.shape[-2:]
+    dx, dy = flow[:, 0], flow[:, 1]
+    fx, fy = gx + dx, gy + dy
+    inside = (fx >= 0) & (fx < w - 1) & (fy >= 0) & (fy < h - 1)
+    grid = torch.stack([fx * (2.0 / max(w - 1, 1)) - 1.0, fy * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
+    s = F.grid_sample(r1, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    s = s * inside.unsqueeze(1)
+    twice = torch.where(inside, 1.0, 2.0)
+    r4 = (s[:, 2] + r0[:, 2] * twice) * (border * 0.5)
+    r5 = (s[:, 3] + r0[:, 3] * twice) * (border * 0.5)
+    r6 = (s[:, 4] + r0[:, 4] * twice) * (border * 0.25)
+    r2 = (r0[:, 0] - s[:, 0]) * (border * 0.5) + r4 * dy + r6 * dx
+    r3 = (r0[:, 1] - s[:, 1]) * (border * 0.5) + r6 * dy + r5 * dx
+    m = torch.stack(
+        [r4 * r4 + r6 * r6, (r4 + r5) * r6, r5 * r5 + r6 * r6, r4 * r2 + r6 * r3, r6 * r2 + r5 * r3], dim=1
+    )
+    g11, g12, g22, h1, h2 = _separable_window(m, win).unbind(1)
+    idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
+    return torch.stack([(g11 * h2 - g12 * h1) * idet, (g22 * h1 - g12 * h2) * idet], dim=1)
 
 
 def _solve(mb: torch.Tensor) -> torch.Tensor:
