@@ -203,3 +203,13 @@ def test_flow_dataset_resize_matches_the_pipeline():
     frame = textured_frames(1, size=(2 * H + 6, 2 * W + 10))[0]
     ours = resize_for_network(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), (H, W))[0]
     np.testing.assert_array_equal(make_flow_dataset.resize_like_node(frame, (H, W)).numpy(), ours.numpy())
+
+
+def test_warmup_leaves_no_state_behind():
+    backend = RecordingBackend()
+    pipe = PerceptionPipeline(backend, PARAMS)
+    pipe.warmup()
+    assert len(backend.calls) == 2 and backend.calls[1][1].any()  # the second blank frame had a partner
+    assert not pipe.history and pipe.resets == 0
+    result = pipe.process(textured_frames(1)[0], 5.0)
+    assert result.reset and result.reset_reason == "first frame" and pipe.resets == 1

@@ -155,6 +155,13 @@ PARAMETERS = {
             description="Subscribe 'camera_info' and publish 'depth/camera_info' scaled to the output size."
         ),
     ),
+    "warmup": (
+        True,
+        ParameterDescriptor(
+            description="Run two blank frames through the pipeline at startup so the first "
+            "camera frame does not pay the one-off set-up costs."
+        ),
+    ),
     "diagnostics_period": (1.0, _float("Seconds between /diagnostics messages.", 0.05, 3600.0)),
     "summary_period": (10.0, _float("Seconds between one-line log summaries (0 = never).", 0.0, 86400.0)),
     "error_throttle": (5.0, _float("Minimum seconds between two bad-input error logs.", 0.0, 3600.0)),
@@ -191,6 +198,10 @@ class PerceptionNode(Node):
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.params = p
         self.pipeline, self.palette = self._build(p)
+        if p["warmup"]:
+            start = time.perf_counter()
+            self.pipeline.warmup()
+            self.get_logger().info(f"warm-up took {time.perf_counter() - start:.2f} s")
         backend = self.pipeline.backend
         self.description = (
             f"backend={backend.name} device={self.pipeline.device} "
