@@ -218,6 +218,10 @@ def run_replay(
                 "1",
                 "--wait-timeout",
                 "30",
+                # Discovery is not symmetric: the player's writer can match the node's reader before the
+                # reader has matched the writer, and a best-effort first frame would then be lost.
+                "--start-delay",
+                "1.0",
                 "--quiet",
             ],
             capture_output=True,
