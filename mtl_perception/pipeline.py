@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtl_perception.flow import FarnebackParams, StreamingFarneback, to_gray
+from mtl_perception.flow import DEFAULT_CONFIDENCE_MODE, FarnebackParams, StreamingFarneback, to_gray
 
 DEFAULT_FLOW_DT = 2.0 / 17.0
 OUTPUT_SIZES = ("network", "input")
@@ -98,7 +98,7 @@ class PerceptionPipeline:
         max_history: int = 8,
         output_size: str = "network",
         reset_gap_factor: float = 10.0,
-        confidence_mode: str = "forward_backward",
+        confidence_mode: str = DEFAULT_CONFIDENCE_MODE,
     ) -> None:
         if output_size not in OUTPUT_SIZES:
             raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {output_size!r}")
@@ -130,15 +130,15 @@ class PerceptionPipeline:
         self._last_stamp = None
 
     def warmup(self) -> None:
-        """Run two blank frames through every stage, then forget them.
+        """Run two textured frames through every stage, then forget them.
 
         The first real frame otherwise pays one-off costs (flow kernels per size, backend initialisation,
         allocator growth): seconds on a CPU. Counters and history are left as if nothing had run.
         """
         h, w = self.network_size
-        blank = np.zeros((h, w, 3), np.uint8)
+        texture = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         for stamp in (0.0, self.flow_dt):
-            self.process(blank, stamp, encoding="warmup")
+            self.process(texture, stamp, encoding="warmup")
         self.reset()
         self.resets = 0
 

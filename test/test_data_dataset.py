@@ -18,7 +18,7 @@ from mtl_perception.data import (
     label_ids_to_semantic,
     read_camera,
 )
-from mtl_perception.flow import CUDA_DEFAULTS, read_flow_png
+from mtl_perception.flow import CUDA_DEFAULTS, DEFAULT_CONFIDENCE_MODE, read_flow_png
 from mtl_perception.flow.codecs import write_ti_flow_png
 from training.augment import TrainAugment
 from training.dataset import FLOW_FOLDER, CityscapesMultiTask, flow_path
@@ -128,7 +128,7 @@ def test_flow_dataset_matches_cv2_and_records_parameters():
     root = synthetic_root_with_flow()
     sidecar = json.loads((root / FLOW_FOLDER / SPLIT / "flow_params.json").read_text())
     assert sidecar["farneback"] == CUDA_DEFAULTS.to_dict() and sidecar["gap"] == 2
-    assert sidecar["size"] == list(FLOW_SIZE) and sidecar["confidence"] == "forward_backward"
+    assert sidecar["size"] == list(FLOW_SIZE) and sidecar["confidence"] == DEFAULT_CONFIDENCE_MODE
     fid = FrameId(CITY, 0, 19)
     flow, conf = read_flow_png(flow_path(root, SPLIT, fid))
     grays = []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception.flow import COMMON, calc_optical_flow_farneback
+from mtl_perception.flow import COMMON, DEFAULT_CONFIDENCE_MODE, calc_optical_flow_farneback
 from mtl_perception.pipeline import (
     NonFiniteOutputError,
     PerceptionPipeline,
@@ -74,10 +74,10 @@ def test_first_frame_zero_flow_zero_confidence_then_partner_flow():
     assert not second.reset and second.partner_dt == pytest.approx(0.1)
     flow_in = backend.calls[1][1][0]
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames[:2]]
-    # flow on the current frame's grid pointing back to the partner frame, forward-backward confidence
+    # flow on the current frame's grid pointing back to the partner frame, the default confidence
     args = list(PARAMS.to_dict().values())[:7]
     expected, conf = calc_optical_flow_farneback(
-        gray[1], gray[0], None, *args, resize_mode=PARAMS.resize_mode, confidence="forward_backward"
+        gray[1], gray[0], None, *args, resize_mode=PARAMS.resize_mode, confidence=DEFAULT_CONFIDENCE_MODE
     )
     np.testing.assert_allclose(flow_in[:2].permute(1, 2, 0).numpy(), expected, atol=1e-4)
     np.testing.assert_allclose(flow_in[2].numpy(), conf, atol=1e-4)
@@ -209,7 +209,7 @@ def test_warmup_leaves_no_state_behind():
     backend = RecordingBackend()
     pipe = PerceptionPipeline(backend, PARAMS)
     pipe.warmup()
-    assert len(backend.calls) == 2 and backend.calls[1][1].any()  # the second blank frame had a partner
+    assert len(backend.calls) == 2 and backend.calls[1][1].any()  # the second warm-up frame had a partner
     assert not pipe.history and pipe.resets == 0
     result = pipe.process(textured_frames(1)[0], 5.0)
     assert result.reset and result.reset_reason == "first frame" and pipe.resets == 1

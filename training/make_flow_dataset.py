@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from mtl_perception.data.cityscapes import FrameId, cityscapes_path
-from mtl_perception.flow import COMMON, CUDA_DEFAULTS, StreamingFarneback, to_gray, write_flow_png
+from mtl_perception.flow import (
+    COMMON,
+    CONFIDENCE_MODES,
+    CUDA_DEFAULTS,
+    DEFAULT_CONFIDENCE_MODE,
+    StreamingFarneback,
+    to_gray,
+    write_flow_png,
+)
 from training.dataset import DEFAULT_ROOT, FLOW_FOLDER, flow_path
 
 PRESETS = {"cuda": CUDA_DEFAULTS, "common": COMMON}
@@ -63,7 +71,7 @@ def make_flow_dataset(
     device: str | None = None,
     params: str = "cuda",
     size: tuple[int, int] | None = (384, 768),
-    confidence: str = "forward_backward",
+    confidence: str = DEFAULT_CONFIDENCE_MODE,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> dict[str, int]:
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--height", type=int, default=384, help="flow resolution = the node's network size")
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--full-size", action="store_true", help="compute at the image's own size instead")
-    ap.add_argument("--confidence", choices=("forward_backward", "residual"), default="forward_backward")
+    ap.add_argument("--confidence", choices=CONFIDENCE_MODES, default=DEFAULT_CONFIDENCE_MODE)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     try:

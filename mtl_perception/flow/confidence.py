@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 
 CONFIDENCE_MODES = ("residual", "forward_backward")
+# The one default for the node, the flow dataset and the streaming engine: training and run time must
+# agree, and the residual is nearly free while forward-backward computes the flow twice.
+DEFAULT_CONFIDENCE_MODE = "residual"
 
 
 def forward_backward_confidence(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:

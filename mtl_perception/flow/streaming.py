@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .api import check_finite
-from .confidence import CONFIDENCE_MODES, forward_backward_confidence
+from .confidence import CONFIDENCE_MODES, DEFAULT_CONFIDENCE_MODE, forward_backward_confidence
 from .farneback import FarnebackEngine, FrameFeatures
 from .params import CUDA_DEFAULTS, OPTFLOW_USE_INITIAL_FLOW, FarnebackParams
 
@@ -27,7 +27,7 @@ class StreamingFarneback:
         params: FarnebackParams = CUDA_DEFAULTS,
         device="cpu",
         *,
-        confidence_mode: str = "residual",
+        confidence_mode: str = DEFAULT_CONFIDENCE_MODE,
         compile: bool = False,  # noqa: A002 - mirrors torch.compile
         cuda_graph: bool = False,
     ):

@@ -28,7 +28,12 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
-from mtl_perception.flow import OPTFLOW_FARNEBACK_GAUSSIAN, FarnebackParams
+from mtl_perception.flow import (
+    CONFIDENCE_MODES,
+    DEFAULT_CONFIDENCE_MODE,
+    OPTFLOW_FARNEBACK_GAUSSIAN,
+    FarnebackParams,
+)
 from mtl_perception.pipeline import (
     OUTPUT_SIZES,
     NonFiniteOutputError,
@@ -111,11 +116,8 @@ PARAMETERS = {
     ),
     "flow.resize_mode": ("cpu", _text("Pyramid resize convention to reproduce.", ("cpu", "cuda"))),
     "flow.confidence": (
-        "forward_backward",
-        _text(
-            "Flow confidence fed to the network (must match the training flow).",
-            ("forward_backward", "residual"),
-        ),
+        DEFAULT_CONFIDENCE_MODE,
+        _text("Flow confidence fed to the network (must match the training flow).", CONFIDENCE_MODES),
     ),
     "flow_dt": (
         2.0 / 17.0,
