@@ -3,6 +3,8 @@
 import os
 import random
 
+import pytest
+
 # Set before anything imports rclpy, and inherited by every child process the tests start,
 # so that parallel test runs on one machine never see each other's topics.
 if "MTL_TEST_ROS_DOMAIN_ID" in os.environ:
@@ -11,3 +13,14 @@ else:
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Pin torch to one thread for a module (two OpenMP threads thrash on a loaded 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

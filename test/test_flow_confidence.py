@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 from scipy.stats import spearmanr
 
 from mtl_perception.flow import calc_optical_flow_farneback
@@ -15,13 +14,7 @@ from mtl_perception.flow.synthetic import endpoint_error, make_pair, texture
 MIN_SPEARMAN = {"residual": 0.5, "forward_backward": 0.3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two OpenMP threads thrash on a loaded 2-core machine; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _occluded_pair(name: str, h=256, w=320, size=80):

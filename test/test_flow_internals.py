@@ -22,14 +22,7 @@ from mtl_perception.flow.farneback import (
 )
 from mtl_perception.flow.synthetic import endpoint_error, make_pair
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two OpenMP threads thrash on a loaded 2-core machine; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 SPEC_TABLE = {  # poly_n, sigma -> g[0..n], ig11, ig03, ig33, ig55 (from the project's OpenCV spec)

@@ -18,13 +18,7 @@ from mtl_perception.flow.synthetic import endpoint_error, make_pair
 MEAN_TOL, P999_TOL, GT_TOL = 1e-3, 0.05, 1e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two OpenMP threads thrash on a loaded 2-core machine; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _gray(bgr: np.ndarray) -> np.ndarray:

@@ -17,14 +17,7 @@ from mtl_perception.flow import (
 )
 from mtl_perception.flow.synthetic import SmoothWarp, texture
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two OpenMP threads thrash on a loaded 2-core machine; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _sequence(h=96, w=128, frames=3):

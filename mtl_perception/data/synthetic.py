@@ -277,6 +277,32 @@ def _car(rng, x: float, y: float, heading_sign: float, speed: float, seed: int, 
     ]
 
 
+def _pedestrian(
+    rng, x: float, y: float, ground: float, hip: float, top: float, vel: np.ndarray, seed: int
+) -> list[Box]:
+    """A pedestrian: legs from ``ground`` to ``hip`` and a narrower torso up to ``top`` (metres)."""
+    return [
+        Box(
+            np.array([x - 0.2, y - 0.25, ground]),
+            np.array([x + 0.2, y + 0.25, hip]),
+            PERSON_ID,
+            PERSON,
+            _pick(rng, _CLOTH_COLORS),
+            seed,
+            vel.copy(),
+        ),
+        Box(
+            np.array([x - 0.17, y - 0.25, hip]),
+            np.array([x + 0.17, y + 0.25, top]),
+            PERSON_ID,
+            PERSON,
+            _pick(rng, _CLOTH_COLORS),
+            seed + 1,
+            vel.copy(),
+        ),
+    ]
+
+
 def make_scene(rng: np.random.Generator, num_frames: int, fps: float) -> Scene:
     """Draw one street, its objects, lighting and the ego trajectory."""
     boxes: list[Box] = []
@@ -391,29 +417,7 @@ def make_scene(rng: np.random.Generator, num_frames: int, fps: float) -> Scene:
                 if walking
                 else np.zeros(3)
             )
-            s = sid()
-            boxes.append(
-                Box(
-                    np.array([px - 0.2, py - 0.25, CURB_HEIGHT]),
-                    np.array([px + 0.2, py + 0.25, 0.95]),
-                    PERSON_ID,
-                    PERSON,
-                    _pick(rng, _CLOTH_COLORS),
-                    s,
-                    vel.copy(),
-                )
-            )
-            boxes.append(
-                Box(
-                    np.array([px - 0.17, py - 0.25, 0.95]),
-                    np.array([px + 0.17, py + 0.25, 1.75]),
-                    PERSON_ID,
-                    PERSON,
-                    _pick(rng, _CLOTH_COLORS),
-                    s + 1,
-                    vel.copy(),
-                )
-            )
+            boxes += _pedestrian(rng, px, py, CURB_HEIGHT, 0.95, 1.75, vel, sid())
     # a cross street facade closing the view
     boxes.append(
         Box(
@@ -444,29 +448,7 @@ def make_scene(rng: np.random.Generator, num_frames: int, fps: float) -> Scene:
     for _ in range(rng.integers(1, 3)):
         px, py = rng.uniform(22, 45), rng.uniform(-6.0, 6.0)
         vel = np.array([0.0, rng.choice([-1.0, 1.0]) * rng.uniform(1.2, 1.8), 0.0])
-        s = sid()
-        boxes.append(
-            Box(
-                np.array([px - 0.2, py - 0.25, 0.0]),
-                np.array([px + 0.2, py + 0.25, 0.85]),
-                PERSON_ID,
-                PERSON,
-                _pick(rng, _CLOTH_COLORS),
-                s,
-                vel.copy(),
-            )
-        )
-        boxes.append(
-            Box(
-                np.array([px - 0.17, py - 0.25, 0.85]),
-                np.array([px + 0.17, py + 0.25, 1.7]),
-                PERSON_ID,
-                PERSON,
-                _pick(rng, _CLOTH_COLORS),
-                s + 1,
-                vel.copy(),
-            )
-        )
+        boxes += _pedestrian(rng, px, py, 0.0, 0.85, 1.7, vel, sid())
     for _ in range(rng.integers(0, 3)):
         boxes += _car(rng, rng.uniform(60, 140), -EGO_LANE_Y, -1.0, rng.uniform(7, 13), sid())
 
