@@ -19,13 +19,13 @@ pytest.importorskip("launch_ros", reason="launch_ros needs a ROS 2 Jazzy install
 
 import rclpy  # noqa: E402
 import yaml  # noqa: E402
+from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from launch_pytest.actions import ReadyToTest  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from launch import LaunchDescription  # noqa: E402
 from mtl_perception.ros.conversions import array_to_image_fields  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
