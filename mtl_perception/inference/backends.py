@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MTL_PERCEPTION_CACHE", Path.home() / ".cache" / "mtl_perception"))
 
 
-class Backend:
+class Backend(ABC):
     """Common interface and input validation; subclasses implement `_infer` on validated inputs."""
 
     name: str = "backend"
@@ -86,8 +87,9 @@ class Backend:
         ):
             raise ValueError(f"{name}: expected a tensor on {self.device}, got {x.device}")
 
+    @abstractmethod
     def _infer(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """Validated inputs on the device -> contract outputs on the device."""
 
     def __repr__(self) -> str:
         h, w = self.input_size
