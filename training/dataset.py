@@ -28,6 +28,7 @@ from mtl_perception.data.cityscapes import (
     disparity_to_depth,
     label_ids_to_semantic,
     read_camera,
+    read_image,
 )
 from mtl_perception.flow import read_flow_png, read_ti_flow_png
 
@@ -40,15 +41,6 @@ def flow_path(
     root: str | Path, split: str, frame: FrameId, folder: str = FLOW_FOLDER, suffix: str = FLOW_SUFFIX
 ) -> Path:
     return Path(root) / folder / split / frame.city / f"{frame.stem}_{suffix}"
-
-
-def _imread(path: Path, flags: int) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}")
-    img = cv2.imread(str(path), flags)
-    if img is None:
-        raise ValueError(f"unreadable or truncated image: {path}")
-    return img
 
 
 class CityscapesMultiTask(torch.utils.data.Dataset):
@@ -136,16 +128,16 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
         """The sample as HxW(xC) numpy arrays, before augmentation."""
         fid = self.frames[index]
         p = self._paths(fid)
-        image = _imread(p["image"], cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+        image = read_image(p["image"], cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
         h, w = image.shape[:2]
         cam = read_camera(p["camera"])
-        disp = _imread(p["disparity"], cv2.IMREAD_UNCHANGED)
+        disp = read_image(p["disparity"], cv2.IMREAD_UNCHANGED)
         if disp.dtype != np.uint16:
             raise ValueError(f"disparity must be a 16-bit PNG: {p['disparity']} is {disp.dtype}")
-        labels = _imread(p["semantic"], cv2.IMREAD_UNCHANGED)
+        labels = read_image(p["semantic"], cv2.IMREAD_UNCHANGED)
         if labels.dtype != np.uint8 or labels.ndim != 2:
             raise ValueError(f"label map must be single-channel 8-bit: {p['semantic']}")
-        motion = _imread(p["motion"], cv2.IMREAD_UNCHANGED)
+        motion = read_image(p["motion"], cv2.IMREAD_UNCHANGED)
         sample = {
             "image": image,
             "depth": disparity_to_depth(disp, cam.fx, cam.baseline),

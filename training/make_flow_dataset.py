@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from mtl_perception.data.cityscapes import FrameId, cityscapes_path
+from mtl_perception.data.cityscapes import FrameId, cityscapes_path, read_image
 from mtl_perception.flow import (
     COMMON,
     CONFIDENCE_MODES,
@@ -48,12 +48,7 @@ def resize_like_node(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing frame: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"unreadable image: {path}")
-    return img[..., ::-1]
+    return read_image(path, cv2.IMREAD_COLOR)[..., ::-1]
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -25,6 +25,7 @@ from mtl_perception.data.cityscapes import (
     disparity_to_depth,
     label_ids_to_semantic,
     read_camera,
+    read_image,
 )
 
 FRAME_ID = "camera_left_optical_frame"
@@ -102,15 +103,6 @@ def _read_timestamp(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except (ValueError, IndexError) as exc:
         raise ValueError(f"malformed timestamp file {path}") from exc
-
-
-def _read_png(path: Path, flags: int) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}")
-    img = cv2.imread(str(path), flags)
-    if img is None:
-        raise ValueError(f"unreadable image: {path}")
-    return img
 
 
 class _Messages:
@@ -246,7 +238,7 @@ def convert(
                 else:
                     stamp = t_start + round((f - snip.frames[0]) * 1e9 / fps)
                 img_path = root / snip.folder / split / snip.city / f"{fid.stem}_leftImg8bit.png"
-                rgb = _read_png(img_path, cv2.IMREAD_COLOR)[..., ::-1]
+                rgb = read_image(img_path, cv2.IMREAD_COLOR)[..., ::-1]
                 h0, w0 = rgb.shape[:2]
                 h, w = (height, width) if height else (h0, w0)
                 cam = cam_full.scaled(w / w0, h / h0)
@@ -280,7 +272,7 @@ def _ground_truth(
                 print(f"cityscapes_to_bag: warning: no {kind} ground truth, e.g. {path}", file=sys.stderr)
                 missing.add(kind)
             continue
-        raw = _read_png(path, cv2.IMREAD_UNCHANGED)
+        raw = read_image(path, cv2.IMREAD_UNCHANGED)
         if kind == "depth":
             array, enc = disparity_to_depth(raw, cam.fx, cam.baseline), "32FC1"
             array[array <= 0] = np.nan
