@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.data.cityscapes import FrameId, cityscapes_path, read_image
 from mtl_perception.flow import (
     COMMON,
@@ -52,11 +51,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
 def make_flow_dataset(

@@ -9,11 +9,12 @@ file and an atomic rename, and never overwrite an existing file unless ``overwri
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from mtl_perception.atomic import atomic_path
 
 KITTI_SCALE = 64.0
 KITTI_OFFSET = 2.0**15
@@ -38,19 +39,9 @@ def _atomic_imwrite(path: str | os.PathLike, image: np.ndarray, overwrite: bool)
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"flow images must be written as .png, got {path.name!r}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, image):
+    with atomic_path(path, overwrite=overwrite, make_parents=False) as tmp:
+        if not cv2.imwrite(str(tmp), image):
             raise OSError(f"cv2.imwrite could not write {tmp}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from mtl_perception.atomic import atomic_write_bytes
 
 KEY_FIELDS = (
     "onnx_sha256",
@@ -132,23 +133,6 @@ def check_engine_for_runtime(engine_path: str | os.PathLike, runtime: dict) -> d
     if mismatches:
         raise ValueError(f"{engine_path} was built for another system: " + "; ".join(mismatches))
     return found
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """tmp file in the same folder + fsync + os.replace: readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def store_engine(engine_path: str | os.PathLike, plan: bytes, key: dict, extra: dict | None = None) -> None:

@@ -17,13 +17,13 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from mtl_perception.atomic import atomic_path
 from mtl_perception.model import ModelConfig, MultiTaskNet, build_model, load_checkpoint
 
 LOG = logging.getLogger("mtl_perception.inference")
@@ -94,12 +94,6 @@ def contract(config: ModelConfig, height: int, width: int, with_probabilities: b
     }
 
 
-def _atomic_target(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; pass --force (force=True) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-
 def export_onnx(
     model: MultiTaskNet,
     out: str | os.PathLike,
@@ -118,17 +112,13 @@ def export_onnx(
         raise ValueError(f"opset must be >= 17, got {opset}")
     if height <= 0 or width <= 0 or height % 16 or width % 16:
         raise ValueError(f"height and width must be positive multiples of 16, got {height}x{width}")
-    _atomic_target(out, force)
     head = DeployHead(model, with_probabilities).eval().cpu()
     args = []
     if "image" in model.streams:
         args.append(torch.full((1, 3, height, width), 128.0))
     if "flow" in model.streams:
         args.append(torch.zeros(1, 3, height, width))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out, overwrite=force, how_to_overwrite="pass --force (force=True) to replace it") as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
             torch.onnx.export(
@@ -154,9 +144,6 @@ def export_onnx(
         proto.producer_name = "mtl_perception"
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     LOG.info("exported %s (%dx%d, opset %d, outputs %s)", out, height, width, opset, head.output_names)
     return out
 

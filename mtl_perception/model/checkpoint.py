@@ -7,10 +7,11 @@ that tries to run code is refused before anything executes.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from mtl_perception.atomic import atomic_path
 
 from .config import ModelConfig
 from .net import MultiTaskNet
@@ -42,20 +43,9 @@ def _check_plain(value, where: str) -> None:
 
 
 def atomic_torch_save(obj, path: Path, overwrite: bool) -> None:
-    """Write next to the target, fsync, then os.replace: a crash never leaves a half-written file."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through mtl_perception.atomic: a crash never leaves a half-written checkpoint."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(path: str | os.PathLike, model: MultiTaskNet, overwrite: bool = False, **extra) -> Path:
