@@ -28,9 +28,9 @@ from mtl_perception.data.cityscapes import (
     disparity_to_depth,
     label_ids_to_semantic,
     read_camera,
-    read_image,
 )
 from mtl_perception.flow import read_flow_png, read_ti_flow_png
+from mtl_perception.imageio import read_image
 
 DEFAULT_ROOT = Path("./data/datasets/cityscapes/data")
 FLOW_FOLDER = "leftImg8bit_flow_farneback_confidence"

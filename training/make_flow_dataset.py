@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mtl_perception.atomic import atomic_write_bytes
-from mtl_perception.data.cityscapes import FrameId, cityscapes_path, read_image
+from mtl_perception.data.cityscapes import FrameId, cityscapes_path
 from mtl_perception.flow import (
     COMMON,
     CONFIDENCE_MODES,
@@ -32,6 +32,7 @@ from mtl_perception.flow import (
     to_gray,
     write_flow_png,
 )
+from mtl_perception.imageio import read_image
 from training.dataset import DEFAULT_ROOT, FLOW_FOLDER, flow_path
 
 PRESETS = {"cuda": CUDA_DEFAULTS, "common": COMMON}

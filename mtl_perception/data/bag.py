@@ -25,8 +25,8 @@ from mtl_perception.data.cityscapes import (
     disparity_to_depth,
     label_ids_to_semantic,
     read_camera,
-    read_image,
 )
+from mtl_perception.imageio import read_image
 
 FRAME_ID = "camera_left_optical_frame"
 TOPICS = {

@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 
@@ -136,17 +135,6 @@ class CameraCalibration:
             },
             "intrinsic": {"fx": self.fx, "fy": self.fy, "u0": self.u0, "v0": self.v0},
         }
-
-
-def read_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """cv2.imread that names the file: FileNotFoundError if missing, ValueError if unreadable or truncated."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}")
-    img = cv2.imread(str(path), flags)
-    if img is None:
-        raise ValueError(f"unreadable or truncated image: {path}")
-    return img
 
 
 def read_camera(path: str | Path) -> CameraCalibration:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from mtl_perception.atomic import atomic_path
+from mtl_perception.imageio import read_image
 
 KITTI_SCALE = 64.0
 KITTI_OFFSET = 2.0**15
@@ -45,16 +46,6 @@ def _atomic_imwrite(path: str | os.PathLike, image: np.ndarray, overwrite: bool)
     return path
 
 
-def _imread(path: str | os.PathLike, flags: int) -> np.ndarray:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"flow image {path} not found")
-    image = cv2.imread(str(path), flags)
-    if image is None:
-        raise ValueError(f"{path} is not a readable image")
-    return image
-
-
 def write_flow_png(path, flow: np.ndarray, confidence: np.ndarray | None = None, *, overwrite: bool = False):
     """Write HxWx2 flow (px) and optional HxW confidence in [0,1] as a 16-bit KITTI-style PNG (R=u, G=v)."""
     _check_flow(flow, confidence)
@@ -68,7 +59,7 @@ def write_flow_png(path, flow: np.ndarray, confidence: np.ndarray | None = None,
 
 def read_flow_png(path) -> tuple[np.ndarray, np.ndarray]:
     """Read a 16-bit KITTI-style flow PNG -> (HxWx2 float32 flow px, HxW float32 confidence in [0,1])."""
-    image = _imread(path, cv2.IMREAD_UNCHANGED)
+    image = read_image(path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.uint16 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{path} is not a 3-channel 16-bit flow PNG ({image.dtype}, shape {image.shape})")
     b, g, r = (image[..., i].astype(np.float32) for i in range(3))
@@ -96,7 +87,7 @@ def read_ti_flow_png(path, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Read TI's 8-bit flow PNG (R=u′, G=v′, B=conf in RGB order; u = (u′ − 128)/scale) -> (flow, conf)."""
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
-    image = _imread(path, cv2.IMREAD_UNCHANGED)
+    image = read_image(path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{path} is not a 3-channel 8-bit TI flow PNG ({image.dtype}, shape {image.shape})")
     b, g, r = (image[..., i].astype(np.float32) for i in range(3))
