@@ -223,30 +223,33 @@ def node_executable() -> str:
     return console_script("mtl_perception_node")
 
 
+def node_command(namespace: str, preset: str, size: tuple[int, int], device: str, *extra: str) -> list[str]:
+    """The installed node with the package's params file, a private namespace and the given network."""
+    return [
+        node_executable(),
+        "--ros-args",
+        "--params-file",
+        str(REPO / "config" / "params.yaml"),
+        "-r",
+        f"__ns:={namespace}",
+        "-p",
+        f"model_preset:={preset}",
+        "-p",
+        f"network_height:={size[0]}",
+        "-p",
+        f"network_width:={size[1]}",
+        "-p",
+        f"device:={device}",
+        "-p",
+        "summary_period:=0.0",
+        *extra,
+    ]
+
+
 def bench_node(preset: str, size: tuple[int, int], device: str, frames: int, rate: float, extra=()) -> dict:
     namespace = f"/bench_{uuid.uuid4().hex[:6]}"
     node = subprocess.Popen(
-        [
-            node_executable(),
-            "--ros-args",
-            "--params-file",
-            str(REPO / "config" / "params.yaml"),
-            "-r",
-            f"__ns:={namespace}",
-            "-p",
-            f"model_preset:={preset}",
-            "-p",
-            f"network_height:={size[0]}",
-            "-p",
-            f"network_width:={size[1]}",
-            "-p",
-            f"device:={device}",
-            "-p",
-            "diagnostics_period:=1.0",
-            "-p",
-            "summary_period:=0.0",
-            *extra,
-        ],
+        node_command(namespace, preset, size, device, "-p", "diagnostics_period:=1.0", *extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -342,24 +345,7 @@ def soak(frames: int, rate: float) -> dict:
 
     namespace = f"/soak_{uuid.uuid4().hex[:6]}"
     node = subprocess.Popen(
-        [
-            node_executable(),
-            "--ros-args",
-            "--params-file",
-            str(REPO / "config" / "params.yaml"),
-            "-r",
-            f"__ns:={namespace}",
-            "-p",
-            "model_preset:=lite",
-            "-p",
-            "network_height:=192",
-            "-p",
-            "network_width:=384",
-            "-p",
-            "device:=cpu",
-            "-p",
-            "summary_period:=0.0",
-        ],
+        node_command(namespace, "lite", (192, 384), "cpu"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
