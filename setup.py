@@ -10,7 +10,10 @@ package_name = "mtl_perception"
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(exclude=["test", "test.*", "benchmarks", "docs"]),
+    # The top-level training/ scripts install as `mtl_perception_training` (never as a generic `training`
+    # package that would collide with other software); what they import lives in mtl_perception.learning.
+    packages=find_packages(include=["mtl_perception", "mtl_perception.*"]) + ["mtl_perception_training"],
+    package_dir={"mtl_perception_training": "training"},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -35,7 +38,7 @@ setup(
             "make_synthetic_cityscapes = mtl_perception.data.synthetic:main",
             "cityscapes_to_bag = mtl_perception.data.bag:main",
             "play_bag = mtl_perception.ros.play_bag:main",
-            "make_flow_dataset = training.make_flow_dataset:main",
+            "make_flow_dataset = mtl_perception_training.make_flow_dataset:main",
             # issue 5: the node
             "mtl_perception_node = mtl_perception.ros.node:main",
         ],

@@ -31,7 +31,7 @@ FLOW_SIZE = (64, 128)
 @functools.lru_cache(maxsize=1)
 def synthetic_root_with_flow() -> Path:
     """The same tree plus its flow dataset (make_flow_dataset at 64x128, the project's Farnebäck)."""
-    from training.make_flow_dataset import make_flow_dataset
+    from mtl_perception_training.make_flow_dataset import make_flow_dataset
 
     root = synthetic_root()
     make_flow_dataset(root, SPLIT, gap=2, device="cpu", size=FLOW_SIZE, show_progress=False)

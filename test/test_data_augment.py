@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.augment import (
+from mtl_perception.learning.augment import (
     KIND_FLOW,
     KIND_IMAGE,
     KIND_TARGET,
@@ -135,7 +135,7 @@ def test_nearest_targets_keep_only_valid_values():
 
 
 def test_resize_and_crop_scale_flow_and_keep_targets():
-    from training.augment import crop, resize
+    from mtl_perception.learning.augment import crop, resize
 
     flow = np.dstack([np.full((40, 60), 2.0), np.full((40, 60), -3.0), np.ones((40, 60))]).astype(np.float32)
     sem = np.array([0, 3, 255], np.uint8)[np.random.default_rng(0).integers(0, 3, (40, 60))]

@@ -20,10 +20,10 @@ from mtl_perception.data import (
 )
 from mtl_perception.flow import CUDA_DEFAULTS, DEFAULT_CONFIDENCE_MODE, read_flow_png
 from mtl_perception.flow.codecs import write_ti_flow_png
-from training.augment import TrainAugment
-from training.dataset import FLOW_FOLDER, CityscapesMultiTask, flow_path
-from training.make_flow_dataset import main as make_flow_main
-from training.make_flow_dataset import make_flow_dataset, resize_like_node
+from mtl_perception.learning.augment import TrainAugment
+from mtl_perception.learning.dataset import FLOW_FOLDER, CityscapesMultiTask, flow_path
+from mtl_perception_training.make_flow_dataset import main as make_flow_main
+from mtl_perception_training.make_flow_dataset import make_flow_dataset, resize_like_node
 
 
 def _copy_tree(tmp_path, folders=None):

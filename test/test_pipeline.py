@@ -197,7 +197,7 @@ def test_stage_timer_accumulates():
 
 def test_flow_dataset_resize_matches_the_pipeline():
     """training/make_flow_dataset.py must resize exactly as the node (one preprocessing)."""
-    make_flow_dataset = pytest.importorskip("training.make_flow_dataset")
+    make_flow_dataset = pytest.importorskip("mtl_perception_training.make_flow_dataset")
     from mtl_perception.pipeline import resize_for_network
 
     frame = textured_frames(1, size=(2 * H + 6, 2 * W + 10))[0]

@@ -1,16 +1,4 @@
-"""Offline training utilities: the multi-task dataset, its augmentation and the flow dataset builder."""
+"""The training scripts (``python training/<script>.py``; installed as ``mtl_perception_training``).
 
-from training.augment import Resize, TrainAugment, hflip, warp_affine
-from training.dataset import DEFAULT_ROOT, FLOW_FOLDER, FLOW_SUFFIX, CityscapesMultiTask, flow_path
-
-__all__ = [
-    "DEFAULT_ROOT",
-    "FLOW_FOLDER",
-    "FLOW_SUFFIX",
-    "CityscapesMultiTask",
-    "Resize",
-    "TrainAugment",
-    "flow_path",
-    "hflip",
-    "warp_affine",
-]
+What they import lives in :mod:`mtl_perception.learning`; nothing here is imported by the runtime.
+"""

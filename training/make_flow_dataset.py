@@ -33,7 +33,7 @@ from mtl_perception.flow import (
     write_flow_png,
 )
 from mtl_perception.imageio import read_image
-from training.dataset import DEFAULT_ROOT, FLOW_FOLDER, flow_path
+from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER, flow_path
 
 PRESETS = {"cuda": CUDA_DEFAULTS, "common": COMMON}
 SIDECAR = "flow_params.json"

@@ -50,7 +50,7 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
 
     flow_format: "png16" (this project's 16-bit PNGs) or "ti" (TI's 8-bit u' = 128 + s·u with
     ``ti_flow_scale`` = s). semantic_mode: "five" | "trainid" (from ``*_labelIds.png``) or "ti_five" (TI's
-    five-class ``*_labelTrainIds.png``). ``transform(sample_dict, rng)`` augments (training/augment.py).
+    five-class ``*_labelTrainIds.png``). ``transform(sample_dict, rng)`` augments (``learning/augment.py``).
     """
 
     def __init__(
