@@ -22,25 +22,21 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from mtl_perception.data.cityscapes import (
-    FrameId,
-    cityscapes_path,
-    disparity_to_depth,
-    label_ids_to_semantic,
-    read_camera,
-    semantic_palette,
-)
+from mtl_perception.data.cityscapes import FIVE_CLASS_NAMES, FrameId, cityscapes_path, semantic_palette
+from mtl_perception.data.ground_truth import FrameGroundTruth, GroundTruthReader
 from mtl_perception.data.synthetic import annotated_index, generate
 from mtl_perception.flow import FarnebackParams, flow_to_color
+from mtl_perception.imageio import read_image
 from mtl_perception.inference import create_backend
 from mtl_perception.metrics import ConfusionMatrix, DepthARD
-from mtl_perception.pipeline import PerceptionPipeline, colorize, overlay_mask
+from mtl_perception.pipeline import PerceptionPipeline, PipelineResult, colorize, overlay_mask
 
 MARKER = ".mtl_perception_demo"  # marks a folder this demo wrote, so a re-run may replace its own files
 STAGES = ("preprocess", "flow", "network", "postprocess")
@@ -84,39 +80,45 @@ def summarize(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return table
 
 
-def run(args) -> dict:
-    out = Path(args.out)
-    prepare_out(out)
-    height, width = args.height, args.width
+@dataclass
+class DemoSequence:
+    """The generated drive as the pipeline sees it, plus the ground truth of its annotated frame."""
+
+    frames: list[np.ndarray]  # HxWx3 uint8 RGB
+    stamps: list[float]  # seconds
+    annotated: int  # index of the frame with ground truth
+    truth: FrameGroundTruth
+    render_s: float
+
+
+def render_sequence(*, frames: int, height: int, width: int, seed: int) -> DemoSequence:
+    """Render one synthetic snippet into a temporary Cityscapes tree and read it back like a dataset."""
     with tempfile.TemporaryDirectory(prefix="mtl_demo_") as tmp:
         root = Path(tmp)
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         generate(
             root,
             "val",
             sequences=1,
-            frames=args.frames,
+            frames=frames,
             height=height,
             width=width,
-            seed=args.seed,
+            seed=seed,
             city="demo",
             show_progress=False,
         )
-        render_s = time.perf_counter() - t0
-        frames, stamps = [], []
-        for i in range(args.frames):
-            fid = FrameId("demo", 0, i)
-            bgr = cv2.imread(str(cityscapes_path(root, "image_sequence", "val", fid)), cv2.IMREAD_COLOR)
-            frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-            stamps.append(int(cityscapes_path(root, "timestamp", "val", fid).read_text()) * 1e-9)
-        ann = FrameId("demo", 0, annotated_index(args.frames))
-        camera = read_camera(cityscapes_path(root, "camera", "val", ann))
-        disparity = cv2.imread(str(cityscapes_path(root, "disparity", "val", ann)), cv2.IMREAD_UNCHANGED)
-        gt_depth = disparity_to_depth(disparity, camera.fx, camera.baseline)
-        label_ids = cv2.imread(str(cityscapes_path(root, "label_ids", "val", ann)), cv2.IMREAD_UNCHANGED)
-        gt_semantic = label_ids_to_semantic(label_ids, "five")
-        gt_motion = cv2.imread(str(cityscapes_path(root, "motion", "val", ann)), cv2.IMREAD_UNCHANGED)
+        render_s = time.perf_counter() - start
+        ids = [FrameId("demo", 0, i) for i in range(frames)]
+        paths = [cityscapes_path(root, "image_sequence", "val", f) for f in ids]
+        images = [np.ascontiguousarray(read_image(p, cv2.IMREAD_COLOR)[:, :, ::-1]) for p in paths]
+        stamps = [int(cityscapes_path(root, "timestamp", "val", f).read_text()) * 1e-9 for f in ids]
+        annotated = annotated_index(frames)
+        truth = GroundTruthReader(root, "val").read(ids[annotated], expected_size=(height, width))
+    return DemoSequence(images, stamps, annotated, truth, render_s)
 
+
+def build_pipeline(args) -> PerceptionPipeline:
+    """The runtime pipeline around ``--model`` (or an untrained seeded preset), output at the input size."""
     device = args.device if args.device != "auto" else ("cuda:0" if torch.cuda.is_available() else "cpu")
     backend = create_backend(
         args.model,
@@ -125,91 +127,134 @@ def run(args) -> dict:
         input_size=(args.network_height, args.network_width),
         preset=args.preset,
     )
-    trained = args.model is not None
-    model_text = args.model if trained else f"UNTRAINED seeded '{args.preset}' model (no --model given)"
     params = (
         FarnebackParams.from_dict(json.loads(args.flow_params)) if args.flow_params else FarnebackParams()
     )
-    pipeline = PerceptionPipeline(backend, params, device=device, output_size="input")
-    palette = semantic_palette("five")
+    return PerceptionPipeline(backend, params, device=device, output_size="input")
 
-    results, timings = [], []
-    ard, semantic_cm, motion_cm = DepthARD(), ConfusionMatrix(len(palette)), ConfusionMatrix(2)
-    wall = time.perf_counter()
-    for i, (frame, stamp) in enumerate(zip(frames, stamps, strict=True)):
-        result = pipeline.process(frame, stamp, want_flow=True, want_image=True)
-        timings.append(result.timings)
-        results.append(result)
-        if i == annotated_index(args.frames):
-            ard.update(result.depth, gt_depth)
-            semantic_cm.update(result.semantic, gt_semantic)
-            motion_cm.update(result.motion, gt_motion)
-    wall = time.perf_counter() - wall
-    steady = timings[1:] if len(timings) > 1 else timings  # the first frame pays one-off set-up costs
 
-    shown = sorted({1, len(frames) // 2, len(frames) - 1} & set(range(len(frames))))
-    rows = []
-    for i in shown:
-        r = results[i]
-        tiles = [
-            label(frames[i], f"input t={stamps[i] - stamps[0]:.3f}s"),
-            label(flow_to_color(r.flow), f"flow (partner dt {1e3 * (r.partner_dt or 0):.0f} ms)"),
-            label(depth_to_color(r.depth), "depth"),
-            label(colorize(r.semantic, palette), "semantic"),
-            label(overlay_mask(frames[i], r.motion), "motion"),
-        ]
-        rows.append(np.concatenate(tiles, axis=1))
-    mosaic = np.concatenate(rows, axis=0)
-    cv2.imwrite(str(out / "mosaic.png"), mosaic[:, :, ::-1])
+def stream(pipeline: PerceptionPipeline, sequence: DemoSequence) -> tuple[list[PipelineResult], float]:
+    """Every frame through the pipeline in stamp order; returns the results and the wall time in seconds."""
+    start = time.perf_counter()
+    results = [
+        pipeline.process(frame, stamp, want_flow=True, want_image=True)
+        for frame, stamp in zip(sequence.frames, sequence.stamps, strict=True)
+    ]
+    return results, time.perf_counter() - start
 
-    table = summarize(steady)
-    report = {
-        "model": model_text,
-        "trained": trained,
-        "backend": backend.name,
-        "device": str(pipeline.device),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "input_size": [height, width],
-        "network_size": list(pipeline.network_size),
-        "flow_params": params.to_dict(),
-        "frames": len(frames),
-        "render_s": render_s,
-        "pipeline_wall_s": wall,
-        "fps_steady": 1000.0 / table["total"]["mean_ms"],
-        "stages_ms": table,
-    }
-    metrics = {
-        "annotated_frame": annotated_index(args.frames),
+
+def score(result: PipelineResult, truth: FrameGroundTruth, *, trained: bool) -> dict:
+    """Depth ARD and semantic / motion mIoU of one frame against its ground truth."""
+    ard, semantic_cm, motion_cm = DepthARD(), ConfusionMatrix(len(FIVE_CLASS_NAMES)), ConfusionMatrix(2)
+    ard.update(result.depth, truth.depth)
+    semantic_cm.update(result.semantic, truth.semantic)
+    motion_cm.update(result.motion, truth.motion)
+    return {
         "depth_ard": ard.compute(),
         "semantic_miou": semantic_cm.miou(),
         "semantic_iou_per_class": [None if np.isnan(v) else float(v) for v in semantic_cm.iou()],
         "motion_miou": motion_cm.miou(),
-        "note": "single synthetic frame; meaningless for an untrained model"
-        if not trained
-        else "single frame",
+        "note": "single frame" if trained else "single synthetic frame; meaningless for an untrained model",
     }
-    (out / "latency.json").write_text(json.dumps(report, indent=2))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    lines = [
-        f"# mtl_perception demo: {len(frames)} frames {height}x{width} -> network "
-        f"{pipeline.network_size[0]}x{pipeline.network_size[1]}",
+
+
+def write_mosaic(path: Path, sequence: DemoSequence, results: list[PipelineResult]) -> None:
+    """One row per shown frame (second, middle, last): input | flow | depth | semantic | motion."""
+    count = len(sequence.frames)
+    palette = semantic_palette("five")
+    rows = []
+    for i in sorted({1, count // 2, count - 1} & set(range(count))):
+        frame, r = sequence.frames[i], results[i]
+        tiles = [
+            label(frame, f"input t={sequence.stamps[i] - sequence.stamps[0]:.3f}s"),
+            label(flow_to_color(r.flow), f"flow (partner dt {1e3 * (r.partner_dt or 0):.0f} ms)"),
+            label(depth_to_color(r.depth), "depth"),
+            label(colorize(r.semantic, palette), "semantic"),
+            label(overlay_mask(frame, r.motion), "motion"),
+        ]
+        rows.append(np.concatenate(tiles, axis=1))
+    cv2.imwrite(str(path), np.concatenate(rows, axis=0)[:, :, ::-1])
+
+
+def latency_report(
+    pipeline: PerceptionPipeline,
+    sequence: DemoSequence,
+    results: list[PipelineResult],
+    *,
+    wall_s: float,
+    model_text: str,
+    trained: bool,
+) -> dict:
+    """Per-stage milliseconds and throughput, without the first frame (it pays one-off set-up costs)."""
+    timings = [r.timings for r in results]
+    table = summarize(timings[1:] if len(timings) > 1 else timings)
+    height, width = sequence.frames[0].shape[:2]
+    return {
+        "model": model_text,
+        "trained": trained,
+        "backend": pipeline.backend.name,
+        "device": str(pipeline.device),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "input_size": [height, width],
+        "network_size": list(pipeline.network_size),
+        "flow_params": pipeline.flow_params.to_dict(),
+        "frames": len(sequence.frames),
+        "render_s": sequence.render_s,
+        "pipeline_wall_s": wall_s,
+        "fps_steady": 1000.0 / table["total"]["mean_ms"],
+        "stages_ms": table,
+    }
+
+
+def summary_lines(report: dict, metrics: dict) -> list[str]:
+    """The Markdown of ``latency.md`` (also printed)."""
+    (height, width), (net_h, net_w) = report["input_size"], report["network_size"]
+    return [
+        f"# mtl_perception demo: {report['frames']} frames {height}x{width} -> network {net_h}x{net_w}",
         "",
-        f"Model: {model_text}; backend {backend.name} on {pipeline.device}; {report['machine']}.",
+        f"Model: {report['model']}; backend {report['backend']} on {report['device']}; {report['machine']}.",
         "",
         "| stage | mean ms | p50 ms | p90 ms |",
         "|---|---:|---:|---:|",
-        *(f"| {s} | {v['mean_ms']:.1f} | {v['p50_ms']:.1f} | {v['p90_ms']:.1f} |" for s, v in table.items()),
+        *(
+            f"| {s} | {v['mean_ms']:.1f} | {v['p50_ms']:.1f} | {v['p90_ms']:.1f} |"
+            for s, v in report["stages_ms"].items()
+        ),
         "",
         f"Steady-state throughput: {report['fps_steady']:.2f} frames/s (first frame excluded).",
         f"Annotated frame: depth ARD {metrics['depth_ard']:.3f}, "
         f"semantic mIoU {metrics['semantic_miou']:.3f}, "
         f"motion mIoU {metrics['motion_miou']:.3f} ({metrics['note']}).",
     ]
+
+
+def run(args) -> dict:
+    """Render a drive, stream it through the pipeline, write the mosaic, latency and metrics to ``--out``."""
+    out = Path(args.out)
+    prepare_out(out)
+    sequence = render_sequence(frames=args.frames, height=args.height, width=args.width, seed=args.seed)
+    pipeline = build_pipeline(args)
+    results, wall_s = stream(pipeline, sequence)
+    trained = args.model is not None
+    model_text = args.model if trained else f"UNTRAINED seeded '{args.preset}' model (no --model given)"
+
+    write_mosaic(out / "mosaic.png", sequence, results)
+    report = latency_report(
+        pipeline, sequence, results, wall_s=wall_s, model_text=model_text, trained=trained
+    )
+    metrics = {
+        "annotated_frame": sequence.annotated,
+        **score(results[sequence.annotated], sequence.truth, trained=trained),
+    }
+    (out / "latency.json").write_text(json.dumps(report, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    lines = summary_lines(report, metrics)
     (out / "latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(
-        f"\nwrote {out / 'mosaic.png'}, {out / 'latency.md'}, {out / 'latency.json'}, {out / 'metrics.json'}"
+    written = ", ".join(
+        str(out / name) for name in ("mosaic.png", "latency.md", "latency.json", "metrics.json")
     )
+    print(f"\nwrote {written}")
     if not trained:
         print("NOTE: the model is untrained; pass --model <checkpoint|onnx|engine> for meaningful outputs.")
     return report

@@ -149,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         done = make_flow_dataset(
-            args.root,
-            args.split,
-            args.gap,
-            args.device,
-            args.params,
-            None if args.full_size else (args.height, args.width),
-            args.confidence,
-            args.overwrite,
+            root=args.root,
+            split=args.split,
+            gap=args.gap,
+            device=args.device,
+            params=args.params,
+            size=None if args.full_size else (args.height, args.width),
+            confidence=args.confidence,
+            overwrite=args.overwrite,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"make_flow_dataset: error: {exc}", file=sys.stderr)

@@ -18,14 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_perception.data.cityscapes import (
-    CameraCalibration,
-    FrameId,
-    cityscapes_path,
-    disparity_to_depth,
-    label_ids_to_semantic,
-    read_camera,
-)
+from mtl_perception.data.cityscapes import CameraCalibration, FrameId, cityscapes_path, read_camera
+from mtl_perception.data.ground_truth import FrameGroundTruth, GroundTruthReader
 from mtl_perception.imageio import read_image
 
 FRAME_ID = "camera_left_optical_frame"
@@ -178,6 +172,7 @@ def convert(
     root: str | Path,
     split: str,
     out: str | Path,
+    *,
     city: str | None = None,
     sequence: int | None = None,
     storage: str = "mcap",
@@ -199,6 +194,7 @@ def convert(
     if (width is None) != (height is None):
         raise ValueError("give both --width and --height, or neither")
     snippets = find_snippets(root, split, city, sequence)
+    ground_truth = GroundTruthReader(root, split, semantic_mode=semantic_mode, depth_folder="disparity")
     msgs = _Messages()
     counts: dict[str, int] = defaultdict(int)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -247,43 +243,35 @@ def convert(
                     rgb = cv2.resize(rgb, (w, h), interpolation=interp)
                 write("camera_info", stamp, msgs.camera_info(stamp, cam, h, w))
                 write("image", stamp, msgs.image(stamp, rgb, "rgb8"))
-                annotated = any(cityscapes_path(root, k, split, fid).is_file() for k in GT_FILES.values())
-                if with_gt and annotated:
-                    gt = _ground_truth(root, split, fid, cam_full, (h, w), semantic_mode, missing_gt)
-                    for kind, array, enc in gt:
-                        write(kind, stamp, msgs.image(stamp, array, enc))
+                if with_gt and ground_truth.is_annotated(fid):
+                    truth = ground_truth.read(fid, camera=cam_full, expected_size=(h0, w0), required=False)
+                    _warn_missing(truth, missing_gt)
+                    for kind, (array, encoding) in _ground_truth_images(truth, size=(h, w)).items():
+                        write(kind, stamp, msgs.image(stamp, array, encoding))
             t_start = stamp + round(snippet_gap_s * 1e9)
     return dict(counts)
 
 
-GT_FILES = {"depth": "disparity", "semantic": "label_ids", "motion": "motion"}
+def _warn_missing(truth: FrameGroundTruth, warned: set[str]) -> None:
+    """Warn once per task whose ground truth is absent (real Cityscapes has no motion ground truth)."""
+    for kind, path in truth.missing.items():
+        if kind not in warned:
+            print(f"cityscapes_to_bag: warning: no {kind} ground truth, e.g. {path}", file=sys.stderr)
+            warned.add(kind)
 
 
-def _ground_truth(
-    root: Path, split: str, fid: FrameId, cam: CameraCalibration, size, semantic_mode: str, missing: set[str]
-):
-    """The ground truth images of one frame that exist on disk (real Cityscapes has no motion GT)."""
+def _ground_truth_images(truth: FrameGroundTruth, size: tuple[int, int]) -> dict[str, tuple[np.ndarray, str]]:
+    """The frame's ground truth as (array, encoding) at the bag's image size: depth 32FC1 metres with NaN
+    invalid (REP 118), semantic and motion mono8; nearest resizing keeps only values present in the map."""
     h, w = size
-    out = []
-    for kind, file_kind in GT_FILES.items():
-        path = cityscapes_path(root, file_kind, split, fid)
-        if not path.is_file():
-            if kind not in missing:
-                print(f"cityscapes_to_bag: warning: no {kind} ground truth, e.g. {path}", file=sys.stderr)
-                missing.add(kind)
-            continue
-        raw = read_image(path, cv2.IMREAD_UNCHANGED)
+    images = {}
+    for kind, array in truth.present().items():
         if kind == "depth":
-            array, enc = disparity_to_depth(raw, cam.fx, cam.baseline), "32FC1"
-            array[array <= 0] = np.nan
-        elif kind == "semantic":
-            array, enc = label_ids_to_semantic(raw, semantic_mode), "mono8"
-        else:
-            array, enc = (raw > 0).astype(np.uint8), "mono8"
+            array = np.where(array > 0, array, np.nan).astype(np.float32)
         if array.shape != (h, w):
             array = cv2.resize(array, (w, h), interpolation=cv2.INTER_NEAREST)
-        out.append((kind, array, enc))
-    return out
+        images[kind] = (array, "32FC1" if kind == "depth" else "mono8")
+    return images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,18 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         counts = convert(
-            args.root,
-            args.split,
-            args.out,
-            args.city,
-            args.sequence,
-            args.storage,
-            args.width,
-            args.height,
-            args.with_gt,
-            args.semantic,
-            args.fps,
-            args.snippet_gap,
+            root=args.root,
+            split=args.split,
+            out=args.out,
+            city=args.city,
+            sequence=args.sequence,
+            storage=args.storage,
+            width=args.width,
+            height=args.height,
+            with_gt=args.with_gt,
+            semantic_mode=args.semantic,
+            fps=args.fps,
+            snippet_gap_s=args.snippet_gap,
         )
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"cityscapes_to_bag: error: {exc}", file=sys.stderr)

@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.demo:
         h, w = (int(v) for v in args.size.lower().split("x"))
-        stats = run_demo(Path(args.out), params, args.device, (h, w), args.overwrite)
+        stats = run_demo(
+            out_dir=Path(args.out), params=params, device=args.device, size=(h, w), overwrite=args.overwrite
+        )
         print(json.dumps(stats, indent=2))
         return 0
     if not (args.prev and args.next):
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     prev, nxt = _read_gray(args.prev), _read_gray(args.next)
     if prev.shape != nxt.shape:
         raise ValueError(f"images differ in size: {prev.shape} vs {nxt.shape}")
-    flow, conf = compute_flow(prev, nxt, params, args.device)
+    flow, conf = compute_flow(prev=prev, nxt=nxt, params=params, device=args.device)
     write_flow_png(args.out, flow, conf, overwrite=args.overwrite)
     if args.color:
         if Path(args.color).exists() and not args.overwrite:

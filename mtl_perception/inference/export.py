@@ -202,9 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        model, origin = model_from_source(args.checkpoint, args.preset or "ti", args.seed)
+        model, origin = model_from_source(
+            checkpoint=args.checkpoint, preset=args.preset or "ti", seed=args.seed
+        )
         path = export_onnx(
-            model, args.out, args.height, args.width, args.with_probabilities, args.opset, args.force, origin
+            model=model,
+            out=args.out,
+            height=args.height,
+            width=args.width,
+            with_probabilities=args.with_probabilities,
+            opset=args.opset,
+            force=args.force,
+            source=origin,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         parser.exit(2, f"export_model: error: {exc}\n")

@@ -22,13 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from mtl_perception.data.cityscapes import (
-    FrameId,
-    cityscapes_path,
-    disparity_to_depth,
-    label_ids_to_semantic,
-    read_camera,
-)
+from mtl_perception.data.cityscapes import LAYOUT, FrameId, cityscapes_path
+from mtl_perception.data.ground_truth import GroundTruthReader
 from mtl_perception.flow import read_flow_png, read_ti_flow_png
 from mtl_perception.imageio import read_image
 
@@ -74,23 +69,19 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
             raise ValueError(
                 "flow_format='ti' needs ti_flow_scale (pixels -> code steps, u' = 128 + scale*u)"
             )
-        if semantic_mode not in ("five", "trainid", "ti_five"):
-            raise ValueError(f"semantic_mode must be 'five', 'trainid' or 'ti_five', got {semantic_mode!r}")
+        self.ground_truth = GroundTruthReader(self.root, split, semantic_mode=semantic_mode)
         self.use_flow, self.flow_folder, self.flow_suffix = use_flow, flow_folder, flow_suffix
         self.flow_format, self.ti_flow_scale = flow_format, ti_flow_scale
         self.semantic_mode, self.transform = semantic_mode, transform
         self.seed, self.rng, self._rng_owner = seed, np.random.default_rng(seed), None
-        self.depth_folder = next(
-            (f for f in ("disparity", "depth") if (self.root / f / split).is_dir()), None
-        )
-        if self.depth_folder is None:
-            raise FileNotFoundError(f"no disparity (or depth) folder: {self.root / 'disparity' / split}")
-        sem_suffix = "_gtFine_labelTrainIds.png" if semantic_mode == "ti_five" else "_gtFine_labelIds.png"
-        self.sem_suffix = sem_suffix
+        depth_dir = self.root / self.ground_truth.depth_folder / split
+        if not depth_dir.is_dir():
+            raise FileNotFoundError(f"no disparity (or depth) folder: {depth_dir}")
         gt_dir = self.root / "gtFine" / split
-        labels = sorted(gt_dir.glob(f"*/*{sem_suffix}"))
+        sem_suffix = LAYOUT[self.ground_truth.semantic_kind][1]
+        labels = sorted(gt_dir.glob(f"*/*_{sem_suffix}"))
         if not labels:
-            raise FileNotFoundError(f"no *{sem_suffix} under {gt_dir}")
+            raise FileNotFoundError(f"no *_{sem_suffix} under {gt_dir}")
         self.frames = [FrameId.parse(p) for p in labels]
         for fid in self.frames:  # fail early, naming the first missing file
             for path in self._paths(fid).values():
@@ -98,15 +89,9 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
                     raise FileNotFoundError(f"missing file for {fid.stem}: {path}")
 
     def _paths(self, fid: FrameId) -> dict[str, Path]:
-        gt = self.root / "gtFine" / self.split / fid.city
-        disp = cityscapes_path(self.root, "disparity", self.split, fid, folder=self.depth_folder)
-        paths = {
-            "image": cityscapes_path(self.root, "image", self.split, fid),
-            "semantic": gt / f"{fid.stem}{self.sem_suffix}",
-            "motion": cityscapes_path(self.root, "motion", self.split, fid),
-            "disparity": disp,
-            "camera": cityscapes_path(self.root, "camera", self.split, fid),
-        }
+        """Every file of the sample: image, the ground truth (depth, semantic, motion, camera), flow."""
+        image = cityscapes_path(self.root, "image", self.split, fid)
+        paths = {"image": image, **self.ground_truth.paths(fid)}
         if self.use_flow:
             paths["flow"] = flow_path(self.root, self.split, fid, self.flow_folder, self.flow_suffix)
         return paths
@@ -130,19 +115,12 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
         p = self._paths(fid)
         image = read_image(p["image"], cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
         h, w = image.shape[:2]
-        cam = read_camera(p["camera"])
-        disp = read_image(p["disparity"], cv2.IMREAD_UNCHANGED)
-        if disp.dtype != np.uint16:
-            raise ValueError(f"disparity must be a 16-bit PNG: {p['disparity']} is {disp.dtype}")
-        labels = read_image(p["semantic"], cv2.IMREAD_UNCHANGED)
-        if labels.dtype != np.uint8 or labels.ndim != 2:
-            raise ValueError(f"label map must be single-channel 8-bit: {p['semantic']}")
-        motion = read_image(p["motion"], cv2.IMREAD_UNCHANGED)
+        truth = self.ground_truth.read(fid, expected_size=(h, w))
         sample = {
             "image": image,
-            "depth": disparity_to_depth(disp, cam.fx, cam.baseline),
-            "semantic": label_ids_to_semantic(labels, self.semantic_mode),
-            "motion": np.where(motion > 0, 1, 0).astype(np.uint8),
+            "depth": truth.depth,
+            "semantic": truth.semantic,
+            "motion": truth.motion,
             "flow": None,
         }
         if self.use_flow:
@@ -157,11 +135,6 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
                 flow[..., 0] *= w / fw
                 flow[..., 1] *= h / fh
             sample["flow"] = flow
-        for key, arr in sample.items():
-            if arr is not None and arr.shape[:2] != (h, w):
-                raise ValueError(
-                    f"{key} of {fid.stem} is {arr.shape[:2]}, image is {(h, w)}: {p.get(key, p)}"
-                )
         return sample
 
     def __getitem__(self, index: int) -> dict:
