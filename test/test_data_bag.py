@@ -90,6 +90,8 @@ def test_round_trip(tmp_path, storage):
     np.testing.assert_array_equal(sem.data.reshape(HEIGHT, WIDTH), label_ids_to_semantic(labels, "five"))
     mot = msgs["/gt/motion"][0][1]
     assert set(np.unique(mot.data)) <= {0, 1}
+    moving = cv2.imread(str(cityscapes_path(root, "motion", SPLIT, fid)), cv2.IMREAD_UNCHANGED) == 255
+    np.testing.assert_array_equal(mot.data.reshape(HEIGHT, WIDTH), moving)
 
 
 def test_resize_scales_camera_info_and_refuses_overwrite(tmp_path):
@@ -126,6 +128,29 @@ def test_missing_frames_reported(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no camera file"):
         shutil.rmtree(root / "camera")
         convert(root, SPLIT, tmp_path / "bag2", sequence=0)
+
+
+def test_unreadable_ground_truth_is_named_and_leaves_no_bag(tmp_path, capsys):
+    root = tmp_path / "root"
+    src = synthetic_root()
+    for sub in ("leftImg8bit_sequence", "camera", "timestamp_sequence", "gtFine", "disparity"):
+        shutil.copytree(src / sub, root / sub)
+    labels = cityscapes_path(root, "label_ids", SPLIT, FrameId(CITY, 0, 19))
+    labels.write_bytes(labels.read_bytes()[:-12])  # truncated: the closing IEND chunk is lost
+    out = tmp_path / "out" / "bag"
+    with pytest.raises(ValueError, match=f"truncated image: .*{labels.name}"):
+        convert(root, SPLIT, out, sequence=0, with_gt=True)
+    assert not out.exists() and list((tmp_path / "out").iterdir()) == []
+    assert main(["--root", str(root), "--split", SPLIT, "--out", str(out), "--with-gt"]) == 2
+    assert labels.name in capsys.readouterr().err and not out.exists()
+    disparity = cityscapes_path(root, "disparity", SPLIT, FrameId(CITY, 0, 19))
+    cv2.imwrite(
+        str(disparity), np.ones((HEIGHT // 2, WIDTH), np.uint16)
+    )  # readable, but not the image's size
+    labels.write_bytes(cityscapes_path(src, "label_ids", SPLIT, FrameId(CITY, 0, 19)).read_bytes())
+    with pytest.raises(ValueError, match=f"depth of .* expected \\({HEIGHT}, {WIDTH}\\): .*{disparity.name}"):
+        convert(root, SPLIT, out, sequence=0, with_gt=True)
+    assert not out.exists()
 
 
 def _play_bag_command() -> list[str]:

@@ -188,3 +188,46 @@ def test_malformed_camera_is_named(tmp_path):
     camera.write_text('{"intrinsic": {"fx": 1}}')
     with pytest.raises(ValueError, match=camera.name):
         reader.read(ANNOTATED)
+
+
+def test_demo_reads_and_scores_the_files_ground_truth(tmp_path):
+    """The demo's ground truth is the files' (motion 0/1: moving pixels count in its motion mIoU)."""
+    from mtl_perception import demo
+    from mtl_perception.data.synthetic import annotated_index, generate
+    from mtl_perception.pipeline import PipelineResult
+
+    size, frames, seed = (64, 128), 3, 4
+    sequence = demo.render_sequence(frames=frames, height=size[0], width=size[1], seed=seed)
+    generate(
+        tmp_path, "val", sequences=1, frames=frames, height=size[0], width=size[1], seed=seed, city="demo"
+    )
+    fid = FrameId("demo", 0, annotated_index(frames))
+    assert sequence.annotated == fid.frame
+    for i, frame in enumerate(sequence.frames):
+        expect = iio.imread(cityscapes_path(tmp_path, "image_sequence", "val", FrameId("demo", 0, i)))
+        np.testing.assert_array_equal(frame, expect)
+    camera = json.loads(cityscapes_path(tmp_path, "camera", "val", fid).read_text())
+    disparity = iio.imread(cityscapes_path(tmp_path, "disparity", "val", fid))
+    expect_depth = _ti_depth(disparity, camera["intrinsic"]["fx"], camera["extrinsic"]["baseline"])
+    np.testing.assert_allclose(sequence.truth.depth, expect_depth * (disparity != 1), rtol=1e-6)
+    label_ids = iio.imread(cityscapes_path(tmp_path, "label_ids", "val", fid))
+    np.testing.assert_array_equal(sequence.truth.semantic, _five_class(label_ids))
+    motion = iio.imread(cityscapes_path(tmp_path, "motion", "val", fid)) == 255
+    np.testing.assert_array_equal(sequence.truth.motion, motion)
+    assert motion.any() and not motion.all()
+
+    truth = sequence.truth
+    perfect = PipelineResult(
+        depth=np.where(truth.depth > 0, truth.depth, np.nan),
+        semantic=truth.semantic.copy(),
+        motion=truth.motion.copy(),
+        flow=None,
+        image=None,
+    )
+    scores = demo.score(perfect, truth, trained=False)
+    assert scores["depth_ard"] == 0 and scores["semantic_miou"] == 1 and scores["motion_miou"] == 1
+    all_static = PipelineResult(
+        depth=perfect.depth, semantic=perfect.semantic, motion=np.zeros(size, np.uint8), flow=None, image=None
+    )
+    static_share = 1 - motion.mean()
+    assert demo.score(all_static, truth, trained=False)["motion_miou"] == pytest.approx(static_share / 2)

@@ -10,8 +10,12 @@ The bag plays with ``ros2 bag play BAG`` on a ROS 2 Jazzy install, or with this 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +172,20 @@ def playback_qos():
     )
 
 
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A bag path in a hidden folder beside ``out``, renamed to ``out`` only when the block succeeds: a
+    conversion that stops on a bad file leaves no half-written bag (the staged bag keeps ``out``'s name,
+    which rosbags uses for its storage file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield folder / out.name
+        (folder / out.name).rename(out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def convert(
     root: str | Path,
     split: str,
@@ -183,7 +201,8 @@ def convert(
     fps: float = 17.0,
     snippet_gap_s: float = 1.0,
 ) -> dict[str, int]:
-    """Write the bag; returns message counts per topic. Refuses an existing ``out``."""
+    """Write the bag; returns message counts per topic. Refuses an existing ``out``; on an error (a missing or
+    unreadable file) nothing is left at ``out``."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     root, out = Path(root), Path(out)
@@ -199,7 +218,7 @@ def convert(
     counts: dict[str, int] = defaultdict(int)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     qos = [playback_qos()]
-    with Writer(out, version=9, storage_plugin=plugin) as writer:
+    with _staged(out) as staging, Writer(staging, version=9, storage_plugin=plugin) as writer:
         types = {"image": "sensor_msgs/msg/Image", "camera_info": "sensor_msgs/msg/CameraInfo"}
         if with_gt:
             types |= {k: "sensor_msgs/msg/Image" for k in ("depth", "semantic", "motion")}
