@@ -343,3 +343,73 @@ def test_ground_truth_matches_images(tmp_path):
     )
     assert static_epe < 0.5, static_epe
     assert moving_epe > 2.0 * static_epe, (moving_epe, static_epe)
+
+
+def _annotated(root: Path, split: str) -> dict[str, list[str]]:
+    """Stems of the frames carrying each annotated file kind."""
+    kinds = ("image", "label_ids", "motion", "disparity", "camera")
+    folders = {"image": "leftImg8bit", "label_ids": "gtFine", "motion": "gtFine"}
+    suffixes = {
+        "image": "_leftImg8bit.png",
+        "label_ids": "_gtFine_labelIds.png",
+        "motion": "_gtFine_labelTrainIds_motion.png",
+        "disparity": "_disparity.png",
+        "camera": "_camera.json",
+    }
+    return {
+        k: sorted(
+            p.name[: -len(suffixes[k])] for p in (root / folders.get(k, k) / split).glob(f"*/*{suffixes[k]}")
+        )
+        for k in kinds
+    }
+
+
+def test_annotate_all_labels_every_frame_with_a_flow_partner(tmp_path):
+    """--annotate all: ground truth for frames f >= flow gap (same world and bytes as the default mode);
+    make_flow_dataset and the training dataset pick up every one of them."""
+    from mtl_perception.learning.dataset import CityscapesMultiTask
+    from mtl_perception_training.make_flow_dataset import make_flow_dataset
+
+    common = ["--split", "train", "--sequences", "2", "--frames", "6", "--height", "64", "--width", "128"]
+    common += ["--seed", "2", "--city", "all"]
+    every, default = tmp_path / "every", tmp_path / "default"
+    assert main(["--out", str(every), *common, "--annotate", "all", "--flow-gap", "2"]) == 0
+    assert main(["--out", str(default), *common]) == 0
+    want = [f"all_{s:06d}_{f:06d}" for s in range(2) for f in range(2, 6)]
+    assert _annotated(every, "train") == {
+        k: want for k in ("image", "label_ids", "motion", "disparity", "camera")
+    }
+    # the default mode annotates the last frame (fewer than 20 frames) and renders the same world: each of its
+    # files is byte-identical to the --annotate all one
+    default_files = [p.relative_to(default) for p in default.rglob("*") if p.is_file()]
+    assert len(default_files) == 2 * (6 * 3 + 5)
+    for rel in default_files:
+        assert (default / rel).read_bytes() == (every / rel).read_bytes(), rel
+
+    assert make_flow_dataset(every, "train", gap=2, device="cpu", size=(64, 128), show_progress=False) == {
+        "computed": len(want),
+        "skipped": 0,
+    }
+    dataset = CityscapesMultiTask(every, "train")
+    assert sorted(fid.stem for fid in dataset.frames) == want
+    assert dataset.load(0)["semantic"].shape == (64, 128)
+
+    # a flow gap beyond the generator's leaves frame 2 without its partner: refused before writing, named
+    sidecar = every / "leftImg8bit_flow_farneback_confidence" / "train" / "flow_params.json"
+    before = sidecar.read_bytes()
+    with pytest.raises(FileNotFoundError, match=r"all_000000_000002_leftImg8bit.png needs .*all_000000_-"):
+        make_flow_dataset(every, "train", gap=3, device="cpu", size=(64, 128), show_progress=False)
+    assert sidecar.read_bytes() == before
+
+
+def test_annotate_arguments_are_checked(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--sequences", "1", "--height", "32", "--width", "64"]
+    assert main([*args, "--frames", "2", "--annotate", "all", "--flow-gap", "2"]) == 2
+    assert "needs more frames than flow_gap" in capsys.readouterr().err
+    assert main([*args, "--frames", "4", "--annotate", "all", "--flow-gap", "0"]) == 2
+    assert "flow_gap must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="annotate must be one of"):
+        generate(tmp_path, frames=4, height=32, width=64, annotate="every", show_progress=False)
+    assert not any(tmp_path.iterdir())  # nothing written
+    with pytest.raises(SystemExit):
+        main([*args, "--annotate", "every"])
