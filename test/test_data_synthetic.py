@@ -172,6 +172,9 @@ def test_output_is_bit_identical_to_the_reference(tmp_path):
     assert main(["--out", str(tmp_path), *REFERENCE_ARGS]) == 0
     expected = dict(line.split()[::-1] for line in REFERENCE_SHA256.strip().splitlines())
     assert {k: v[:32] for k, v in _file_digests(tmp_path).items()} == expected
+    # one process per snippet writes the same bytes
+    assert main(["--out", str(tmp_path / "parallel"), *REFERENCE_ARGS, "--workers", "2"]) == 0
+    assert {k: v[:32] for k, v in _file_digests(tmp_path / "parallel").items()} == expected
     tree = _file_digests(synthetic_root())
     assert len(tree) == 190
     lines = "".join(f"{k} {v}\n" for k, v in sorted(tree.items()))
