@@ -35,7 +35,7 @@ setup(
             "model_complexity = mtl_perception.model.complexity:main",
             "export_model = mtl_perception.inference.export:main",
             # issue 4: data
-            "make_synthetic_cityscapes = mtl_perception.data.synthetic:main",
+            "make_synthetic_cityscapes = mtl_perception.data.synthetic.cli:main",
             "cityscapes_to_bag = mtl_perception.data.bag:main",
             "play_bag = mtl_perception.ros.play_bag:main",
             "make_flow_dataset = mtl_perception_training.make_flow_dataset:main",

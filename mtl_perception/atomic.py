@@ -1,15 +1,37 @@
 """Atomic file writes for everything the project saves (checkpoints, ONNX files, TensorRT engines, flow
 images, sidecars): the data goes to a temporary file beside the target, is fsynced, then os.replace'd onto
 it, so a reader or a crash never sees a half-written file, and nothing is overwritten unless asked.
+
+Written files get the permissions a plain ``open(path, "w")`` gives: a new file is created with mode 0o666
+minus the umask (``tempfile.mkstemp`` would make every model 0600, unreadable to a node running as another
+user), and a replaced file keeps the mode it had.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, uniquely named file beside ``path`` with the same suffix. The kernel applies the
+    umask to mode 0o666 exactly as for ``open(..., "w")``; reading the umask here instead would need
+    ``os.umask`` set-and-restore, which races with other threads creating files."""
+    suffix = path.suffix or ".tmp"
+    for _ in range(100):
+        name = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(name, _CREATE_FLAGS, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(f"could not create a unique temporary file beside {path}")
 
 
 @contextmanager
@@ -29,13 +51,15 @@ def atomic_path(
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.parent.is_dir():
         raise FileNotFoundError(f"output directory {path.parent} does not exist")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_temporary(path)
     try:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        try:  # replacing: keep the target's permissions, as writing into it in place would
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        except FileNotFoundError:
+            pass
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,5 +1,10 @@
 """mtl_perception.atomic: a failed write leaves the old file and no temporary behind; no silent overwrite."""
 
+import os
+import stat
+import subprocess
+import sys
+
 import pytest
 
 from mtl_perception.atomic import atomic_path, atomic_write_bytes
@@ -37,3 +42,53 @@ def test_missing_parent_named_when_not_created(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         with atomic_path(tmp_path / "missing" / "x.png", make_parents=False):
             pass
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002, 0o027], ids=oct)
+def test_new_files_get_the_mode_plain_open_gives(tmp_path, umask, mask):
+    """Oracle: a file created by ``open(path, "w")`` under the same umask (mkstemp would give 0600)."""
+    umask(mask)
+    plain = tmp_path / "plain.onnx"
+    with open(plain, "w") as f:
+        f.write("x")
+    atomic_write_bytes(tmp_path / "model.onnx", b"x")
+    with atomic_path(tmp_path / "engine.plan") as tmp:
+        tmp.write_bytes(b"x")
+    assert _mode(plain) == 0o666 & ~mask
+    assert _mode(tmp_path / "model.onnx") == _mode(plain)
+    assert _mode(tmp_path / "engine.plan") == _mode(plain)
+
+
+def test_new_files_honour_the_umask_in_a_fresh_process(tmp_path):
+    """The umask a user's shell sets (here 0o022: others may read) reaches the written checkpoint."""
+    code = (
+        "import os, sys; os.umask(0o022); "
+        "from mtl_perception.atomic import atomic_write_bytes; atomic_write_bytes(sys.argv[1], b'x')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "ckpt.pt")], check=True)
+    assert _mode(tmp_path / "ckpt.pt") == 0o644
+
+
+def test_replacing_keeps_the_existing_mode(tmp_path, umask):
+    """``open(path, "w")`` on an existing file keeps its mode; so does the atomic replace."""
+    umask(0o077)
+    for name in ("plain.pt", "atomic.pt"):
+        (tmp_path / name).write_bytes(b"old")
+        os.chmod(tmp_path / name, 0o640)
+    with open(tmp_path / "plain.pt", "w") as f:
+        f.write("new")
+    atomic_write_bytes(tmp_path / "atomic.pt", b"new")
+    assert _mode(tmp_path / "atomic.pt") == _mode(tmp_path / "plain.pt") == 0o640
+    assert (tmp_path / "atomic.pt").read_bytes() == b"new"

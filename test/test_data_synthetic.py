@@ -3,7 +3,9 @@ self-consistency of the ground truth with the images (cv2 Farnebäck and cv2.rem
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -105,6 +107,78 @@ def test_generation_is_deterministic_and_refuses_overwrite(tmp_path):
     assert main(["--out", str(tmp_path / "a"), *args[:-1], "8", "--overwrite"]) == 0
     changed = [r for r in files_a if (tmp_path / "a" / r).read_bytes() != before[r]]
     assert any(r.suffix == ".png" for r in changed)  # another seed, another world: --overwrite replaced it
+
+
+# sha256 (first 128 bits) of every file written by the pre-split generator (mtl_perception/data/synthetic.py
+# at commit 41dcca8) for the arguments below: the module split must not change a single byte. An upgrade of
+# NumPy or OpenCV (PNG encoder) may legitimately change them; then regenerate at 41dcca8 in the new
+# environment first, to tell such a change from a refactoring error.
+REFERENCE_ARGS = ["--split", "val", "--sequences", "2", "--frames", "3", "--height", "64", "--width", "128"]
+REFERENCE_ARGS += ["--seed", "5", "--city", "ref"]
+REFERENCE_SHA256 = """
+fe2911ef0aa71e2960fc229ffd0ee2b6 camera/val/ref/ref_000000_000002_camera.json
+fe2911ef0aa71e2960fc229ffd0ee2b6 camera/val/ref/ref_000001_000002_camera.json
+315d9152c24864e31f196fe11105d30d disparity/val/ref/ref_000000_000002_disparity.png
+e5ed2be42fc1c4bc865b3dec62c2d5de disparity/val/ref/ref_000001_000002_disparity.png
+f014221667124b8214940af49b6eda55 gtFine/val/ref/ref_000000_000002_gtFine_labelIds.png
+376fa29ec500d26e9917a28bd528c926 gtFine/val/ref/ref_000000_000002_gtFine_labelTrainIds_motion.png
+34204afd28ed1375dd9a46314385f8f6 gtFine/val/ref/ref_000001_000002_gtFine_labelIds.png
+1104da79053680e3c2889b988a184d67 gtFine/val/ref/ref_000001_000002_gtFine_labelTrainIds_motion.png
+fc8c8caf665a649fdb4d25633c3160be leftImg8bit/val/ref/ref_000000_000002_leftImg8bit.png
+589f4a54f6febdfc3f38368dc079b35f leftImg8bit/val/ref/ref_000001_000002_leftImg8bit.png
+f39d4a695b8826eabbe10e5c908f295e leftImg8bit_sequence/val/ref/ref_000000_000000_leftImg8bit.png
+8be4152e74a4843fbd6b0b39ebf958a7 leftImg8bit_sequence/val/ref/ref_000000_000001_leftImg8bit.png
+fc8c8caf665a649fdb4d25633c3160be leftImg8bit_sequence/val/ref/ref_000000_000002_leftImg8bit.png
+4ab4b5504915a9eb7b7e1b9e26353fa8 leftImg8bit_sequence/val/ref/ref_000001_000000_leftImg8bit.png
+b95ade25380a0e225ef6c9b9a53ff515 leftImg8bit_sequence/val/ref/ref_000001_000001_leftImg8bit.png
+589f4a54f6febdfc3f38368dc079b35f leftImg8bit_sequence/val/ref/ref_000001_000002_leftImg8bit.png
+9a271f2a916b0b6ee6cecb2426f0b320 timestamp_sequence/val/ref/ref_000000_000000_timestamp.txt
+8659bd2a6ef6af429dda74bc3ec10f85 timestamp_sequence/val/ref/ref_000000_000001_timestamp.txt
+7f7f524ee6a718ceec4d5b90e225197f timestamp_sequence/val/ref/ref_000000_000002_timestamp.txt
+9a271f2a916b0b6ee6cecb2426f0b320 timestamp_sequence/val/ref/ref_000001_000000_timestamp.txt
+8659bd2a6ef6af429dda74bc3ec10f85 timestamp_sequence/val/ref/ref_000001_000001_timestamp.txt
+7f7f524ee6a718ceec4d5b90e225197f timestamp_sequence/val/ref/ref_000001_000002_timestamp.txt
+9546933c03f9694538f44b83d584593c vehicle_sequence/val/ref/ref_000000_000000_vehicle.json
+76527a8acf480b1c5b20f6e5bcba1578 vehicle_sequence/val/ref/ref_000000_000001_vehicle.json
+d28d55f3a253fa04cdd9d1d0390c0157 vehicle_sequence/val/ref/ref_000000_000002_vehicle.json
+1a848964f88e219e5354cd33271bf62b vehicle_sequence/val/ref/ref_000001_000000_vehicle.json
+3934738e2fea4d8c2835f1a06987820e vehicle_sequence/val/ref/ref_000001_000001_vehicle.json
+d887fc80290cafa332164203ddbd98e8 vehicle_sequence/val/ref/ref_000001_000002_vehicle.json
+"""  # first 128 bits of each sha256, then the path
+# the shared fixture (data_fixtures.synthetic_root: 2 x 30 frames, 128x256, seed 3; 190 generated files):
+# sha256 of the sorted "relative/path file-sha256" lines, produced by the same pre-split code
+FIXTURE_TREE_SHA256 = "ad6d1820da48b4dfb512704f4e18c0d44519f1e4a564ee00540bd77797a7982b"
+GENERATED_FOLDERS = (
+    "leftImg8bit_sequence",
+    "vehicle_sequence",
+    "timestamp_sequence",
+    "leftImg8bit",
+    "gtFine",
+    "disparity",
+    "camera",
+)
+
+
+def _file_digests(root: Path, folders=GENERATED_FOLDERS) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_output_is_bit_identical_to_the_reference(tmp_path):
+    assert main(["--out", str(tmp_path), *REFERENCE_ARGS]) == 0
+    expected = dict(line.split()[::-1] for line in REFERENCE_SHA256.strip().splitlines())
+    assert {k: v[:32] for k, v in _file_digests(tmp_path).items()} == expected
+    # one process per snippet writes the same bytes
+    assert main(["--out", str(tmp_path / "parallel"), *REFERENCE_ARGS, "--workers", "2"]) == 0
+    assert {k: v[:32] for k, v in _file_digests(tmp_path / "parallel").items()} == expected
+    tree = _file_digests(synthetic_root())
+    assert len(tree) == 190
+    lines = "".join(f"{k} {v}\n" for k, v in sorted(tree.items()))
+    assert hashlib.sha256(lines.encode()).hexdigest() == FIXTURE_TREE_SHA256
 
 
 def test_disparity_to_depth_formula_and_errors():
@@ -272,3 +346,73 @@ def test_ground_truth_matches_images(tmp_path):
     )
     assert static_epe < 0.5, static_epe
     assert moving_epe > 2.0 * static_epe, (moving_epe, static_epe)
+
+
+def _annotated(root: Path, split: str) -> dict[str, list[str]]:
+    """Stems of the frames carrying each annotated file kind."""
+    kinds = ("image", "label_ids", "motion", "disparity", "camera")
+    folders = {"image": "leftImg8bit", "label_ids": "gtFine", "motion": "gtFine"}
+    suffixes = {
+        "image": "_leftImg8bit.png",
+        "label_ids": "_gtFine_labelIds.png",
+        "motion": "_gtFine_labelTrainIds_motion.png",
+        "disparity": "_disparity.png",
+        "camera": "_camera.json",
+    }
+    return {
+        k: sorted(
+            p.name[: -len(suffixes[k])] for p in (root / folders.get(k, k) / split).glob(f"*/*{suffixes[k]}")
+        )
+        for k in kinds
+    }
+
+
+def test_annotate_all_labels_every_frame_with_a_flow_partner(tmp_path):
+    """--annotate all: ground truth for frames f >= flow gap (same world and bytes as the default mode);
+    make_flow_dataset and the training dataset pick up every one of them."""
+    from mtl_perception.learning.dataset import CityscapesMultiTask
+    from mtl_perception_training.make_flow_dataset import make_flow_dataset
+
+    common = ["--split", "train", "--sequences", "2", "--frames", "6", "--height", "64", "--width", "128"]
+    common += ["--seed", "2", "--city", "all"]
+    every, default = tmp_path / "every", tmp_path / "default"
+    assert main(["--out", str(every), *common, "--annotate", "all", "--flow-gap", "2"]) == 0
+    assert main(["--out", str(default), *common]) == 0
+    want = [f"all_{s:06d}_{f:06d}" for s in range(2) for f in range(2, 6)]
+    assert _annotated(every, "train") == {
+        k: want for k in ("image", "label_ids", "motion", "disparity", "camera")
+    }
+    # the default mode annotates the last frame (fewer than 20 frames) and renders the same world: each of its
+    # files is byte-identical to the --annotate all one
+    default_files = [p.relative_to(default) for p in default.rglob("*") if p.is_file()]
+    assert len(default_files) == 2 * (6 * 3 + 5)
+    for rel in default_files:
+        assert (default / rel).read_bytes() == (every / rel).read_bytes(), rel
+
+    assert make_flow_dataset(every, "train", gap=2, device="cpu", size=(64, 128), show_progress=False) == {
+        "computed": len(want),
+        "skipped": 0,
+    }
+    dataset = CityscapesMultiTask(every, "train")
+    assert sorted(fid.stem for fid in dataset.frames) == want
+    assert dataset.load(0)["semantic"].shape == (64, 128)
+
+    # a flow gap beyond the generator's leaves frame 2 without its partner: refused before writing, named
+    sidecar = every / "leftImg8bit_flow_farneback_confidence" / "train" / "flow_params.json"
+    before = sidecar.read_bytes()
+    with pytest.raises(FileNotFoundError, match=r"all_000000_000002_leftImg8bit.png needs .*all_000000_-"):
+        make_flow_dataset(every, "train", gap=3, device="cpu", size=(64, 128), show_progress=False)
+    assert sidecar.read_bytes() == before
+
+
+def test_annotate_arguments_are_checked(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--sequences", "1", "--height", "32", "--width", "64"]
+    assert main([*args, "--frames", "2", "--annotate", "all", "--flow-gap", "2"]) == 2
+    assert "needs more frames than flow_gap" in capsys.readouterr().err
+    assert main([*args, "--frames", "4", "--annotate", "all", "--flow-gap", "0"]) == 2
+    assert "flow_gap must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="annotate must be one of"):
+        generate(tmp_path, frames=4, height=32, width=64, annotate="every", show_progress=False)
+    assert not any(tmp_path.iterdir())  # nothing written
+    with pytest.raises(SystemExit):
+        main([*args, "--annotate", "every"])

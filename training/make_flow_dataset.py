@@ -55,6 +55,12 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
+def _flow_partner(root: Path, split: str, annotated_image: Path, gap: int) -> Path:
+    """The sequence frame f - gap that the flow of annotated frame f points to."""
+    fid = FrameId.parse(annotated_image)
+    return cityscapes_path(root, "image_sequence", split, FrameId(fid.city, fid.seq, fid.frame - gap))
+
+
 def make_flow_dataset(
     root: str | Path = DEFAULT_ROOT,
     split: str = "train",
@@ -81,6 +87,13 @@ def make_flow_dataset(
     if not images:
         raise FileNotFoundError(
             f"no annotated frames (*_leftImg8bit.png) under {root / 'leftImg8bit' / split}"
+        )
+    lacking = [p for p in images if not _flow_partner(root, split, p, gap).is_file()]
+    if lacking:  # checked before anything is written
+        raise FileNotFoundError(
+            f"{len(lacking)} of {len(images)} annotated frames lack frame f - {gap} for the flow, e.g. "
+            f"{lacking[0]} needs {_flow_partner(root, split, lacking[0], gap)}; pass a smaller --gap "
+            f"(synthetic data: make_synthetic_cityscapes --annotate all --flow-gap {gap})"
         )
 
     farneback = PRESETS[params]
