@@ -38,12 +38,12 @@ from mtl_perception.data.cityscapes import (
 )
 from mtl_perception.data.synthetic import annotated_index, generate
 from mtl_perception.flow import FarnebackParams, flow_to_color
-from mtl_perception.inference import create_backend
+from mtl_perception.inference import BACKENDS
 from mtl_perception.metrics import ConfusionMatrix, DepthARD
-from mtl_perception.pipeline import PerceptionPipeline, colorize, overlay_mask
+from mtl_perception.pipeline import STAGES, colorize, overlay_mask
+from mtl_perception.pipeline_factory import PipelineConfig, build_pipeline
 
 MARKER = ".mtl_perception_demo"  # marks a folder this demo wrote, so a re-run may replace its own files
-STAGES = ("preprocess", "flow", "network", "postprocess")
 
 
 def depth_to_color(depth: np.ndarray, max_depth: float = 80.0) -> np.ndarray:
@@ -117,20 +117,24 @@ def run(args) -> dict:
         gt_semantic = label_ids_to_semantic(label_ids, "five")
         gt_motion = cv2.imread(str(cityscapes_path(root, "motion", "val", ann)), cv2.IMREAD_UNCHANGED)
 
-    device = args.device if args.device != "auto" else ("cuda:0" if torch.cuda.is_available() else "cpu")
-    backend = create_backend(
-        args.model,
-        backend=args.backend,
-        device=device,
-        input_size=(args.network_height, args.network_width),
-        preset=args.preset,
-    )
     trained = args.model is not None
     model_text = args.model if trained else f"UNTRAINED seeded '{args.preset}' model (no --model given)"
     params = (
         FarnebackParams.from_dict(json.loads(args.flow_params)) if args.flow_params else FarnebackParams()
     )
-    pipeline = PerceptionPipeline(backend, params, device=device, output_size="input")
+    pipeline = build_pipeline(
+        PipelineConfig(
+            model_file=args.model or "",
+            model_preset=args.preset,
+            backend=args.backend,
+            device=args.device,
+            network_height=args.network_height,
+            network_width=args.network_width,
+            output_size="input",
+            flow=params,
+        )
+    )
+    backend = pipeline.backend
     palette = semantic_palette("five")
 
     results, timings = [], []
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=None, help="checkpoint (.pt), ONNX or TensorRT engine; default: untrained"
     )
     p.add_argument("--preset", default="ti", help="architecture of the untrained model")
-    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--device", default="auto")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--height", type=int, default=192, help="camera (input) height")
