@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from mtl_perception import pipeline_factory
 from mtl_perception.data.cityscapes import (
     FrameId,
     cityscapes_path,
@@ -41,7 +42,6 @@ from mtl_perception.flow import FarnebackParams, flow_to_color
 from mtl_perception.inference import BACKENDS
 from mtl_perception.metrics import ConfusionMatrix, DepthARD
 from mtl_perception.pipeline import STAGES, colorize, overlay_mask
-from mtl_perception.pipeline_factory import PipelineConfig, build_pipeline
 
 MARKER = ".mtl_perception_demo"  # marks a folder this demo wrote, so a re-run may replace its own files
 
@@ -122,8 +122,8 @@ def run(args) -> dict:
     params = (
         FarnebackParams.from_dict(json.loads(args.flow_params)) if args.flow_params else FarnebackParams()
     )
-    pipeline = build_pipeline(
-        PipelineConfig(
+    pipeline = pipeline_factory.build_pipeline(
+        pipeline_factory.PipelineConfig(
             model_file=args.model or "",
             model_preset=args.preset,
             backend=args.backend,
