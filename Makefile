@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # Keep DDS discovery on this host unless the caller says otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint clean
 setup:
 	bash scripts/setup_env.sh
 

@@ -3,8 +3,11 @@
     ros2 launch mtl_perception node.launch.py image_topic:=/camera/image_raw
     ros2 launch mtl_perception node.launch.py model_file:=/models/mtl.onnx backend:=onnxruntime \
         namespace:=front use_shm_transport:=true
+    ros2 launch mtl_perception node.launch.py model_file:=/models/mtl.pt \
+        network_height:=192 network_width:=384
 
-Launch arguments left empty keep the value from params_file.
+Launch arguments left empty keep the value from params_file. An .onnx / .engine model runs at the size it
+was exported for; network_height / network_width only size a checkpoint or the untrained model.
 """
 
 import os
@@ -22,10 +25,14 @@ PACKAGE = "mtl_perception"
 def _node(context, *args, **kwargs):
     """The node, with only the non-empty launch arguments turned into parameter overrides."""
     overrides = {}
-    for name in ("model_file", "backend", "device"):
+    for name in ("model_file", "model_preset", "backend", "device"):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    for name in ("network_height", "network_width"):  # integer parameters: a string would be refused
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = int(value)
     return [
         Node(
             package=PACKAGE,
@@ -77,6 +84,23 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "device", default_value="", description="auto | cpu | cuda:N (empty: keep params_file)"
+            ),
+            DeclareLaunchArgument(
+                "model_preset",
+                default_value="",
+                description="ti | lite, architecture of the untrained model (empty: keep params_file)",
+            ),
+            DeclareLaunchArgument(
+                "network_height",
+                default_value="",
+                description="Input height of a checkpoint / untrained model, multiple of 16 (empty: keep "
+                "params_file; an .onnx / .engine runs at its own size)",
+            ),
+            DeclareLaunchArgument(
+                "network_width",
+                default_value="",
+                description="Input width of a checkpoint / untrained model, multiple of 16 (empty: keep "
+                "params_file)",
             ),
             DeclareLaunchArgument(
                 "use_shm_transport",

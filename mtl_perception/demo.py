@@ -29,17 +29,17 @@ import cv2
 import numpy as np
 import torch
 
+from mtl_perception import pipeline_factory
 from mtl_perception.data.cityscapes import FIVE_CLASS_NAMES, FrameId, cityscapes_path, semantic_palette
 from mtl_perception.data.ground_truth import FrameGroundTruth, GroundTruthReader
 from mtl_perception.data.synthetic import annotated_index, generate
 from mtl_perception.flow import FarnebackParams, flow_to_color
 from mtl_perception.imageio import read_image
-from mtl_perception.inference import create_backend
+from mtl_perception.inference import BACKENDS
 from mtl_perception.metrics import ConfusionMatrix, DepthARD
-from mtl_perception.pipeline import PerceptionPipeline, PipelineResult, colorize, overlay_mask
+from mtl_perception.pipeline import STAGES, PerceptionPipeline, PipelineResult, colorize, overlay_mask
 
 MARKER = ".mtl_perception_demo"  # marks a folder this demo wrote, so a re-run may replace its own files
-STAGES = ("preprocess", "flow", "network", "postprocess")
 
 
 def depth_to_color(depth: np.ndarray, max_depth: float = 80.0) -> np.ndarray:
@@ -119,18 +119,21 @@ def render_sequence(*, frames: int, height: int, width: int, seed: int) -> DemoS
 
 def build_pipeline(args) -> PerceptionPipeline:
     """The runtime pipeline around ``--model`` (or an untrained seeded preset), output at the input size."""
-    device = args.device if args.device != "auto" else ("cuda:0" if torch.cuda.is_available() else "cpu")
-    backend = create_backend(
-        args.model,
-        backend=args.backend,
-        device=device,
-        input_size=(args.network_height, args.network_width),
-        preset=args.preset,
-    )
     params = (
         FarnebackParams.from_dict(json.loads(args.flow_params)) if args.flow_params else FarnebackParams()
     )
-    return PerceptionPipeline(backend, params, device=device, output_size="input")
+    return pipeline_factory.build_pipeline(
+        pipeline_factory.PipelineConfig(
+            model_file=args.model or "",
+            model_preset=args.preset,
+            backend=args.backend,
+            device=args.device,
+            network_height=args.network_height,
+            network_width=args.network_width,
+            output_size="input",
+            flow=params,
+        )
+    )
 
 
 def stream(pipeline: PerceptionPipeline, sequence: DemoSequence) -> tuple[list[PipelineResult], float]:
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=None, help="checkpoint (.pt), ONNX or TensorRT engine; default: untrained"
     )
     p.add_argument("--preset", default="ti", help="architecture of the untrained model")
-    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--device", default="auto")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--height", type=int, default=192, help="camera (input) height")

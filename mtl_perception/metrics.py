@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255
+from mtl_perception.data.cityscapes import IGNORE_INDEX  # the one ignore label of the whole project
 
 
 def _as_tensor(x) -> torch.Tensor:

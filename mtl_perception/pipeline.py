@@ -30,14 +30,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtl_perception.flow import DEFAULT_CONFIDENCE_MODE, FarnebackParams, StreamingFarneback, to_gray
+from mtl_perception.flow import (
+    CONFIDENCE_MODES,
+    DEFAULT_CONFIDENCE_MODE,
+    FarnebackParams,
+    FrameFeatures,
+    StreamingFarneback,
+    to_gray,
+)
 
 DEFAULT_FLOW_DT = 2.0 / 17.0
 OUTPUT_SIZES = ("network", "input")
+STAGES = ("preprocess", "flow", "network", "postprocess")  # the keys of PipelineResult.timings
 
 
 class NonFiniteOutputError(ValueError):
     """The network produced NaN/Inf; the frame is rejected rather than published."""
+
+
+def check_options(
+    output_size: str, flow_dt: float, max_history: int, reset_gap_factor: float, confidence_mode: str
+) -> None:
+    """ValueError naming the first impossible pipeline option (the factory calls it before any model load)."""
+    if output_size not in OUTPUT_SIZES:
+        raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {output_size!r}")
+    if not flow_dt > 0:
+        raise ValueError(f"flow_dt must be > 0 seconds, got {flow_dt}")
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    if not reset_gap_factor >= 1:
+        raise ValueError(f"reset_gap_factor must be >= 1, got {reset_gap_factor}")
+    if confidence_mode not in CONFIDENCE_MODES:
+        raise ValueError(f"confidence_mode must be one of {CONFIDENCE_MODES}, got {confidence_mode!r}")
 
 
 class StageTimer:
@@ -83,7 +107,57 @@ class PipelineResult:
 @dataclass
 class _HistoryEntry:
     stamp: float
-    features: object  # mtl_perception.flow.FrameFeatures
+    features: FrameFeatures
+
+
+def upload_rgb(image, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB (numpy or tensor) -> (1, 3, H, W) float32 0..255 on ``device`` (one copy)."""
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {tuple(image.shape)} {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"zero-size image {tuple(image.shape)}")
+    return image.to(device).permute(2, 0, 1).unsqueeze(0).float()
+
+
+class FlowInput:
+    """The network's flow stream, computed one way for the node and the training flow dataset.
+
+    A frame at network size (the output of :func:`resize_for_network`) -> uint8 grey, bit-exact with
+    ``cv2.cvtColor`` -> Farnebäck features (:meth:`prepare`, once per frame); a pair of features ->
+    flow on the current frame's grid pointing to where each pixel was in the partner frame, with the
+    confidence of ``confidence_mode`` (:meth:`pair`). No partner: zero flow and zero confidence.
+    """
+
+    def __init__(self, params: FarnebackParams, device: torch.device, confidence_mode: str) -> None:
+        self.device = torch.device(device)
+        self.flow = StreamingFarneback(params, device=self.device, confidence_mode=confidence_mode)
+
+    def reset(self) -> None:
+        """Drop the per-size constants (the camera resolution changed)."""
+        self.flow.reset()
+
+    def prepare(self, net_image: torch.Tensor) -> FrameFeatures:
+        """(1, 3, h, w) float RGB 0..255 at network size -> its Farnebäck features."""
+        return self.flow.prepare(to_gray(net_image[0].to(torch.uint8), order="rgb"))
+
+    def pair(
+        self, current: FrameFeatures, partner: FrameFeatures | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """((2, h, w) flow in px, (h, w) confidence in [0, 1]) of ``current`` towards ``partner``."""
+        if partner is None:
+            h, w = current.size
+            return torch.zeros(2, h, w, device=self.device), torch.zeros(h, w, device=self.device)
+        return self.flow.flow(current, partner, confidence=True)
+
+    def between(self, current_rgb, partner_rgb, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two (H, W, 3) uint8 RGB frames -> :meth:`pair` at ``size``, through the node's upload + resize."""
+        current, partner = (
+            self.prepare(resize_for_network(upload_rgb(rgb, self.device), size))
+            for rgb in (current_rgb, partner_rgb)
+        )
+        return self.pair(current, partner)
 
 
 class PerceptionPipeline:
@@ -100,14 +174,7 @@ class PerceptionPipeline:
         reset_gap_factor: float = 10.0,
         confidence_mode: str = DEFAULT_CONFIDENCE_MODE,
     ) -> None:
-        if output_size not in OUTPUT_SIZES:
-            raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {output_size!r}")
-        if not flow_dt > 0:
-            raise ValueError(f"flow_dt must be > 0 seconds, got {flow_dt}")
-        if max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {max_history}")
-        if not reset_gap_factor >= 1:
-            raise ValueError(f"reset_gap_factor must be >= 1, got {reset_gap_factor}")
+        check_options(output_size, flow_dt, max_history, reset_gap_factor, confidence_mode)
         self.backend = backend
         self.device = torch.device(device) if device is not None else torch.device(backend.device)
         self.flow_params = flow_params or FarnebackParams()
@@ -116,11 +183,10 @@ class PerceptionPipeline:
         self.reset_gap = reset_gap_factor * self.flow_dt
         self.network_size = tuple(int(v) for v in backend.input_size)
         self.uses_flow = "flow" in tuple(getattr(backend, "streams", ("flow", "image")))
-        self.flow = StreamingFarneback(self.flow_params, device=self.device, confidence_mode=confidence_mode)
+        self.flow_input = FlowInput(self.flow_params, self.device, confidence_mode)
         self.history: deque[_HistoryEntry] = deque(maxlen=max_history)
         self._key: tuple | None = None
         self._last_stamp: float | None = None
-        self.resets = 0
 
     # ----------------------------------------------------------------------------------------- state
     def reset(self) -> None:
@@ -133,14 +199,13 @@ class PerceptionPipeline:
         """Run two textured frames through every stage, then forget them.
 
         The first real frame otherwise pays one-off costs (flow kernels per size, backend initialisation,
-        allocator growth): seconds on a CPU. Counters and history are left as if nothing had run.
+        allocator growth): seconds on a CPU. The history is left as if nothing had run.
         """
         h, w = self.network_size
         texture = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         for stamp in (0.0, self.flow_dt):
             self.process(texture, stamp, encoding="warmup")
         self.reset()
-        self.resets = 0
 
     def _check_reset(self, key: tuple, stamp: float) -> str | None:
         if self._key is None:
@@ -160,19 +225,6 @@ class PerceptionPipeline:
         return min(self.history, key=lambda entry: abs(entry.stamp - goal))
 
     # ---------------------------------------------------------------------------------------- frame
-    def _upload(self, image) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB (numpy or tensor) -> (1, 3, H, W) float32 0..255 on the device (one copy)."""
-        if isinstance(image, np.ndarray):
-            image = torch.from_numpy(np.ascontiguousarray(image))
-        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {tuple(image.shape)} {image.dtype}")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"zero-size image {tuple(image.shape)}")
-        return image.to(self.device).permute(2, 0, 1).unsqueeze(0).float()
-
-    def _resize(self, image: torch.Tensor) -> torch.Tensor:
-        return resize_for_network(image, self.network_size)
-
     @torch.inference_mode()
     def process(
         self,
@@ -188,23 +240,22 @@ class PerceptionPipeline:
 
         ``stamp`` is the capture time in seconds; ``encoding`` is the source encoding (a change resets
         the flow history). ``timings`` carries stages measured by the caller (e.g. ``convert``).
-        Raises ``NonFiniteOutputError`` when the network output is not finite (the frame is rejected
-        and the history is left as it was).
+        Raises ``NonFiniteOutputError`` when an output is not finite (the frame is rejected and the
+        history is left as it was): the one finiteness check per frame, on the host after the download.
         """
         timer = StageTimer(self.device)
         if timings:
             timer.times.update(timings)
         with timer("preprocess"):
-            frame = self._upload(image)
+            frame = upload_rgb(image, self.device)
             input_size = tuple(frame.shape[-2:])
-            net_image = self._resize(frame)
+            net_image = resize_for_network(frame, self.network_size)
         key = (input_size, encoding)
         reason = self._check_reset(key, stamp)
         if reason is not None:
             if self._key is not None and key[0] != self._key[0]:
-                self.flow.reset()
+                self.flow_input.reset()
             self.reset()
-            self.resets += 1
 
         flow_input = None
         flow = None
@@ -212,19 +263,14 @@ class PerceptionPipeline:
         features = None
         with timer("flow"):
             if self.uses_flow or want_flow:
-                # uint8 grey, bit-exact with cv2.cvtColor on the resized frame (as the flow dataset is made).
-                gray = to_gray(net_image[0].to(torch.uint8), order="rgb")
-                features = self.flow.prepare(gray)
+                features = self.flow_input.prepare(net_image)
                 partner = self._partner(stamp)
-                h, w = self.network_size
-                if partner is None:
-                    flow = torch.zeros(2, h, w, device=self.device)
-                    confidence = torch.zeros(h, w, device=self.device)
-                else:
-                    flow, confidence = self._flow_pair(partner.features, features)
+                partner_features = None if partner is None else partner.features
+                flow, confidence = self.flow_input.pair(features, partner_features)
                 flow_input = torch.cat([flow, confidence.unsqueeze(0)], 0).unsqueeze(0)
         with timer("network"):
-            outputs = self.backend.run(net_image, flow_input if self.uses_flow else None)
+            # inputs finite by construction (uint8 image, Farnebäck of it): the outputs are checked instead
+            outputs = self.backend.run(net_image, flow_input if self.uses_flow else None, check_finite=False)
         with timer("postprocess"):
             arrays = self._postprocess(outputs, net_image, flow, input_size, want_flow, want_image)
 
@@ -239,13 +285,6 @@ class PerceptionPipeline:
             reset_reason=reason,
             partner_dt=None if partner is None else stamp - partner.stamp,
         )
-
-    def _flow_pair(self, partner_features, current_features) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow on the current frame's grid, pointing to where each pixel was in the partner frame."""
-        flow, confidence = self.flow.flow(current_features, partner_features, confidence=True)
-        if confidence is None:
-            confidence = torch.ones(flow.shape[-2:], device=flow.device)
-        return flow, confidence
 
     def _postprocess(self, outputs, net_image, flow, input_size, want_flow, want_image) -> dict:
         out_size = self.network_size if self.output_size == "network" else input_size
@@ -280,13 +319,13 @@ class PerceptionPipeline:
             device_arrays["image"] = image[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
 
         host = _download(device_arrays)
+        for key, what in (("depth", "network depth output"), ("flow", "flow")):
+            values = host.get(key)
+            if values is not None and not np.isfinite(values).all():
+                bad = int((~np.isfinite(values)).sum())
+                raise NonFiniteOutputError(f"{what} has {bad} non-finite values; frame rejected")
         depth = host.get("depth")
         if depth is not None:
-            if not np.isfinite(depth).all():
-                bad = int((~np.isfinite(depth)).sum())
-                raise NonFiniteOutputError(
-                    f"network depth output has {bad} non-finite values; frame rejected"
-                )
             depth[depth <= 0] = np.nan
         return {key: host.get(key) for key in ("depth", "semantic", "motion", "flow", "image")}
 
@@ -295,7 +334,7 @@ def resize_for_network(image: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     """(N, 3, H, W) float 0..255 -> (N, 3, h, w): bilinear, antialiased when shrinking, rounded.
 
     The project's one camera-frame resize: the node's network input and the training flow dataset
-    (``training/make_flow_dataset.py``) must see identical pixels, so both should call this function.
+    (``training/make_flow_dataset.py``, through :meth:`FlowInput.between`) see identical pixels.
     """
     h, w = int(size[0]), int(size[1])
     if tuple(image.shape[-2:]) == (h, w):

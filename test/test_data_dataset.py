@@ -22,8 +22,9 @@ from mtl_perception.flow import CUDA_DEFAULTS, DEFAULT_CONFIDENCE_MODE, read_flo
 from mtl_perception.flow.codecs import write_ti_flow_png
 from mtl_perception.learning.augment import TrainAugment
 from mtl_perception.learning.dataset import FLOW_FOLDER, CityscapesMultiTask, flow_path
+from mtl_perception.pipeline import resize_for_network
 from mtl_perception_training.make_flow_dataset import main as make_flow_main
-from mtl_perception_training.make_flow_dataset import make_flow_dataset, resize_like_node
+from mtl_perception_training.make_flow_dataset import make_flow_dataset
 
 
 def _copy_tree(tmp_path, folders=None):
@@ -134,7 +135,8 @@ def test_flow_dataset_matches_cv2_and_records_parameters():
     grays = []
     for f in (19, 17):
         rgb = cv2.imread(str(cityscapes_path(root, "image_sequence", SPLIT, FrameId(CITY, 0, f))))[..., ::-1]
-        net = resize_like_node(np.ascontiguousarray(rgb), FLOW_SIZE).permute(1, 2, 0).numpy().astype(np.uint8)
+        frame = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+        net = resize_for_network(frame, FLOW_SIZE)[0].permute(1, 2, 0).numpy().astype(np.uint8)
         grays.append(cv2.cvtColor(net, cv2.COLOR_RGB2GRAY))
     p = CUDA_DEFAULTS
     ref = cv2.calcOpticalFlowFarneback(

@@ -169,3 +169,21 @@ def test_torch_cuda_fp16_graphs_match_eager(files):
     with torch.no_grad():
         ref = copy.deepcopy(files["model"]).cuda()(image, flow)
     assert (first["depth"] - ref["depth"]).abs().max() <= 2e-2 * ref["depth"].abs().max()
+
+
+def test_exported_model_brings_its_size_and_checkpoint_takes_the_default(files):
+    from mtl_perception.inference import DEFAULT_INPUT_SIZE
+
+    assert create_backend(files["onnx"], "onnxruntime", "auto").input_size == (H, W)  # no size asked
+    assert create_backend(files["ckpt"], "torch", "cpu").input_size == DEFAULT_INPUT_SIZE == (384, 768)
+    assert create_backend(files["ckpt"], "torch", "cpu", input_size=(32, 64)).input_size == (32, 64)
+
+
+def test_input_scan_can_be_skipped_by_a_caller_that_checks_outputs(files):
+    backend = create_backend(files["onnx"], "onnxruntime", input_size=(H, W))
+    image, flow = _inputs()
+    nan_flow = flow / 0.0
+    with pytest.raises(ValueError, match="flow: contains NaN or Inf"):
+        backend.run(image, nan_flow)
+    out = backend.run(image, nan_flow, check_finite=False)  # the caller's own output check sees this
+    assert not torch.isfinite(out["depth"]).all()

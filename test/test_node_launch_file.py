@@ -34,6 +34,8 @@ def test_launch_file_defines_the_documented_interface():
         "namespace",
         "model_file",
         "backend",
+        "network_height",  # sizes a checkpoint / the untrained model (an export brings its own)
+        "network_width",
         "use_shm_transport",
     } <= arguments
     constants = {

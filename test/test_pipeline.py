@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception.flow import COMMON, DEFAULT_CONFIDENCE_MODE, calc_optical_flow_farneback
+from mtl_perception import pipeline as pipeline_module
+from mtl_perception.flow import COMMON, CONFIDENCE_MODES, DEFAULT_CONFIDENCE_MODE, calc_optical_flow_farneback
 from mtl_perception.pipeline import (
+    FlowInput,
     NonFiniteOutputError,
     PerceptionPipeline,
     StageTimer,
@@ -35,10 +37,12 @@ class RecordingBackend:
     def __init__(self, input_size=(H, W), depth_value=None):
         self.input_size = input_size
         self.calls = []
+        self.input_scans = []  # check_finite of every call: the pipeline checks its outputs instead
         self.depth_value = depth_value
 
-    def run(self, image, flow):
+    def run(self, image, flow, *, check_finite=True):
         self.calls.append((image.clone(), None if flow is None else flow.clone()))
+        self.input_scans.append(check_finite)
         n, _, h, w = image.shape
         depth = image[:, :1] / 10.0 - 5.0  # some pixels <= 0 -> must become NaN
         if self.depth_value is not None:
@@ -86,6 +90,7 @@ def test_first_frame_zero_flow_zero_confidence_then_partner_flow():
     assert np.abs(flow_in[:2].permute(1, 2, 0).numpy()[inner] - oracle[inner]).mean() < 0.05
     # the frames move by (+1.5, +0.75) px per frame, so pointing back gives about (-1.5, -0.75)
     np.testing.assert_allclose(np.median(second.flow[inner], axis=(0, 1)), [-1.5, -0.75], atol=0.15)
+    assert backend.input_scans == [False, False]  # no per-call input scan (a device sync on CUDA)
 
 
 @pytest.mark.parametrize("rate, expected_gap", [(30.0, 4), (17.0, 2), (10.0, 1), (60.0, 7)])
@@ -112,18 +117,19 @@ def test_resets(change, reason):
     backend = RecordingBackend()
     pipe = PerceptionPipeline(backend, PARAMS, flow_dt=0.1, reset_gap_factor=10)
     frames = textured_frames(3)
-    pipe.process(frames[0], 1.0)
-    assert not pipe.process(frames[1], 1.05).reset
+    first = pipe.process(frames[0], 1.0)
+    second = pipe.process(frames[1], 1.05)
+    assert not second.reset
     frame = frames[2]
     if "size" in change:
         frame = np.ascontiguousarray(frame[: change["size"][0]])
     result = pipe.process(frame, change.get("stamp", 1.1), change.get("encoding", "rgb8"))
     assert result.reset and reason in result.reset_reason and result.partner_dt is None
     assert not backend.calls[-1][1].any()
-    assert pipe.resets == 2  # the first frame counts as one
+    assert [r.reset for r in (first, second, result)] == [True, False, True]  # the first frame counts
 
 
-def test_depth_postprocessing_and_nonfinite_rejection():
+def test_depth_postprocessing_and_nonfinite_rejection():  # the one finiteness check, after the download
     backend = RecordingBackend()
     pipe = PerceptionPipeline(backend, PARAMS)
     frame = textured_frames(1)[0]
@@ -186,23 +192,37 @@ def test_colorize_and_overlay():
     np.testing.assert_array_equal(out[1:], image[1:])
 
 
-def test_stage_timer_accumulates():
+def test_stage_timer_accumulates(monkeypatch):
+    """Two timings of one stage add up (a timer that kept only the last one, or none, fails)."""
+    clock = iter([10.0, 10.25, 20.0, 20.5])  # perf_counter at start / end of each block, seconds
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: next(clock))
     timer = StageTimer("cpu")
     with timer("a"):
         pass
     with timer("a"):
         pass
-    assert set(timer.times) == {"a"} and timer.times["a"] >= 0
+    assert set(timer.times) == {"a"} and timer.times["a"] == pytest.approx(750.0)
 
 
-def test_flow_dataset_resize_matches_the_pipeline():
-    """training/make_flow_dataset.py must resize exactly as the node (one preprocessing)."""
+@pytest.mark.parametrize("confidence_mode", CONFIDENCE_MODES)
+def test_a_frame_pair_gives_identical_flow_in_the_node_and_in_the_flow_dataset(confidence_mode):
+    """make_flow_dataset.py feeds the network exactly what the node does (bit-identical on the CPU)."""
     make_flow_dataset = pytest.importorskip("mtl_perception_training.make_flow_dataset")
-    from mtl_perception.pipeline import resize_for_network
+    earlier, current = textured_frames(2, size=(2 * H + 6, 2 * W + 10))  # not the network size: resized
+    backend = RecordingBackend()
+    pipe = PerceptionPipeline(backend, PARAMS, flow_dt=0.1, confidence_mode=confidence_mode)
+    pipe.process(earlier, 1.0)
+    result = pipe.process(current, 1.1, want_flow=True)
+    assert result.partner_dt == pytest.approx(0.1)
+    node_input = backend.calls[1][1][0]  # (3, H, W): u, v, confidence handed to the network
 
-    frame = textured_frames(1, size=(2 * H + 6, 2 * W + 10))[0]
-    ours = resize_for_network(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), (H, W))[0]
-    np.testing.assert_array_equal(make_flow_dataset.resize_like_node(frame, (H, W)).numpy(), ours.numpy())
+    flow_input = FlowInput(PARAMS, torch.device("cpu"), confidence_mode)
+    flow, confidence = make_flow_dataset.frame_flow(flow_input, current, earlier, (H, W))
+    assert flow.shape == (H, W, 2) and confidence.shape == (H, W)
+    np.testing.assert_array_equal(flow, node_input[:2].permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(confidence, node_input[2].numpy())
+    np.testing.assert_array_equal(flow, result.flow)
+    assert np.abs(flow).max() > 0.5 and confidence.max() > 0  # a real pair, not two zero fields
 
 
 def test_warmup_leaves_no_state_behind():
@@ -210,6 +230,6 @@ def test_warmup_leaves_no_state_behind():
     pipe = PerceptionPipeline(backend, PARAMS)
     pipe.warmup()
     assert len(backend.calls) == 2 and backend.calls[1][1].any()  # the second warm-up frame had a partner
-    assert not pipe.history and pipe.resets == 0
+    assert not pipe.history
     result = pipe.process(textured_frames(1)[0], 5.0)
-    assert result.reset and result.reset_reason == "first frame" and pipe.resets == 1
+    assert result.reset and result.reset_reason == "first frame"

@@ -1,9 +1,11 @@
 """Precompute the flow input of every annotated frame, exactly as the node computes it at run time.
 
-For annotated frame f of a snippet: both frames are resized like the node (torch bilinear, antialiased when
-shrinking, rounded to grey levels), converted to grey like cv2 (``to_gray``), and Farnebäck flow is computed
-on frame f's grid towards frame f - gap (``StreamingFarneback.flow(current, earlier)``, the node's call), with
-forward-backward confidence. Output: ``leftImg8bit_flow_farneback_confidence/{split}/{city}/
+For annotated frame f of a snippet, the node's own flow input (``mtl_perception.pipeline.FlowInput.between``,
+the code the node runs): both frames are uploaded to the device and resized there like the node (torch
+bilinear, antialiased when shrinking, rounded to grey levels), converted to grey like cv2, and Farnebäck flow
+is computed on frame f's grid towards frame f - gap, with the confidence of ``--confidence`` (default
+``residual``, the node's ``DEFAULT_CONFIDENCE_MODE``; ``forward_backward`` is TI's choice), clipped to
+[0, 1]. Output: ``leftImg8bit_flow_farneback_confidence/{split}/{city}/
 {city}_{seq}_{frame}_leftImg8bit_flow.png`` (16-bit KITTI-style PNG, ``mtl_perception.flow.write_flow_png``:
 R = u, G = v at 1/64 px, B = confidence) plus the sidecar ``{split}/flow_params.json`` recording the
 Farnebäck parameters, gap, size and confidence mode. Finished files are never recomputed (resume), writes
@@ -19,7 +21,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.data.cityscapes import FrameId, cityscapes_path
@@ -28,23 +29,26 @@ from mtl_perception.flow import (
     CONFIDENCE_MODES,
     CUDA_DEFAULTS,
     DEFAULT_CONFIDENCE_MODE,
-    StreamingFarneback,
-    to_gray,
     write_flow_png,
 )
 from mtl_perception.imageio import read_image
+from mtl_perception.inference import resolve_device
 from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER, flow_path
+from mtl_perception.pipeline import FlowInput
 
 PRESETS = {"cuda": CUDA_DEFAULTS, "common": COMMON}
 SIDECAR = "flow_params.json"
 
 
-def resize_like_node(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """HxWx3 uint8 -> (3,h,w) float 0..255 through the node's own resize (``pipeline.resize_for_network``)."""
-    from mtl_perception.pipeline import resize_for_network
-
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-    return resize_for_network(t, size)[0]
+def frame_flow(
+    flow_input: FlowInput, current_rgb: np.ndarray, earlier_rgb: np.ndarray, size: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w, 2) flow px and (h, w) confidence of ``current_rgb`` towards ``earlier_rgb``, as the node feeds
+    its network (``FlowInput.between``); ``size`` None = the frames' own size."""
+    if current_rgb.shape != earlier_rgb.shape:
+        raise ValueError(f"frames differ in shape: current {current_rgb.shape}, earlier {earlier_rgb.shape}")
+    flow, confidence = flow_input.between(current_rgb, earlier_rgb, tuple(size or current_rgb.shape[:2]))
+    return flow.permute(1, 2, 0).cpu().numpy().astype(np.float32), confidence.cpu().numpy().astype(np.float32)
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -80,9 +84,10 @@ def make_flow_dataset(
         raise ValueError(f"--gap must be >= 1, got {gap}")
     if params not in PRESETS:
         raise ValueError(f"--params must be one of {sorted(PRESETS)}, got {params!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
+    try:
+        device = resolve_device(device or "auto")
+    except ValueError as error:
+        raise ValueError(f"--device: {error}") from error
     images = sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
     if not images:
         raise FileNotFoundError(
@@ -116,7 +121,7 @@ def make_flow_dataset(
             )
     _write_json_atomic(sidecar, record)
 
-    engine = StreamingFarneback(farneback, device=device, confidence_mode=confidence)
+    flow_input = FlowInput(farneback, device=device, confidence_mode=confidence)
     done = {"computed": 0, "skipped": 0}
     for img_path in tqdm(images, desc=f"flow {split}", unit="frame", disable=not show_progress):
         fid = FrameId.parse(img_path)
@@ -128,16 +133,9 @@ def make_flow_dataset(
         cur_rgb, prev_rgb = _read_rgb(img_path), _read_rgb(earlier)
         if cur_rgb.shape != prev_rgb.shape:
             raise ValueError(f"{earlier} is {prev_rgb.shape}, {img_path} is {cur_rgb.shape}")
-        target = tuple(size) if size else cur_rgb.shape[:2]
-        feats = []
-        for rgb in (cur_rgb, prev_rgb):
-            net = resize_like_node(rgb, target).to(device)
-            feats.append(engine.prepare(to_gray(net.to(torch.uint8), order="rgb").float()))
-        flow, conf = engine.flow(feats[0], feats[1], confidence=True)
-        flow_np = flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
-        conf_np = None if conf is None else conf.clamp(0, 1).cpu().numpy().astype(np.float32)
+        flow_np, conf_np = frame_flow(flow_input, cur_rgb, prev_rgb, size)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_flow_png(out, flow_np, conf_np, overwrite=overwrite)
+        write_flow_png(out, flow_np, np.clip(conf_np, 0.0, 1.0), overwrite=overwrite)
         done["computed"] += 1
     return done
 
@@ -147,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--split", default="train")
     ap.add_argument("--gap", type=int, default=2, help="flow from frame f to frame f - gap (TI: 2)")
-    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    ap.add_argument(
+        "--device", default=None, help="auto | cpu | cuda[:N] (default auto: cuda:0 if available)"
+    )
     ap.add_argument(
         "--params",
         choices=sorted(PRESETS),

@@ -64,8 +64,8 @@ class StreamingFarneback:
             raise ValueError(f"frame must be (H,W) or (N,1,H,W), got shape {tuple(gray.shape)}")
         if not (batch.is_floating_point() or batch.dtype == torch.uint8):
             raise ValueError(f"frame must be float or uint8, got dtype {batch.dtype}")
+        check_finite(batch, "frame")  # before the float conversion: a uint8 frame needs no scan (no sync)
         batch = batch.to(device=self.device, dtype=torch.float32)
-        check_finite(batch, "frame")
         h, w = batch.shape[-2:]
         if self._engine is None or self._engine.size != (h, w):
             self.reset()

@@ -26,6 +26,26 @@ LOG = logging.getLogger("mtl_perception.inference")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS = ("fp32", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+# Input size of a model that has none of its own (a checkpoint, the untrained fallback): TI's 384 x 768.
+DEFAULT_INPUT_SIZE = (384, 768)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda:0 when CUDA is available, else cpu; any other value must be a usable cpu/cuda device.
+
+    The one place ``auto`` is resolved (node, demo, flow dataset); ValueError names the bad value.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a torch device: {error}") from error
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    return resolved
 
 
 def default_cache_dir() -> Path:
@@ -37,9 +57,6 @@ class Backend(ABC):
     """Common interface and input validation; subclasses implement `_infer` on validated inputs."""
 
     name: str = "backend"
-    # NaN/Inf inputs raise instead of silently producing NaN depth; costs one device sync per call on CUDA,
-    # so latency-critical callers that validate upstream may set it to False.
-    check_finite: bool = True
 
     def __init__(self, config: ModelConfig, device: torch.device, input_size: tuple[int, int]) -> None:
         self.config = config
@@ -51,8 +68,15 @@ class Backend(ABC):
         self.streams = config.streams
         self.num_semantic_classes = int(config.num_semantic_classes)
 
-    def run(self, image: Tensor, flow: Tensor | None = None) -> dict[str, Tensor]:
-        """Validate, infer. `flow` is required iff the network has a flow stream (ignored otherwise)."""
+    def run(
+        self, image: Tensor, flow: Tensor | None = None, *, check_finite: bool = True
+    ) -> dict[str, Tensor]:
+        """Validate, infer. `flow` is required iff the network has a flow stream (ignored otherwise).
+
+        NaN/Inf inputs raise instead of silently producing NaN depth. The scan costs one device sync on
+        CUDA, so a caller whose inputs are finite by construction and that checks the outputs (the
+        pipeline: image from uint8, outputs checked after its one download) passes check_finite=False.
+        """
         self._check("image", image)
         if "flow" in self.streams:
             if flow is None:
@@ -62,7 +86,7 @@ class Backend(ABC):
             self._check("flow", flow, batch=image.shape[0])
         else:
             flow = None
-        if self.check_finite:
+        if check_finite:
             for name, x in (("image", image), ("flow", flow)):
                 if x is not None and not bool(torch.isfinite(x).all()):
                     raise ValueError(f"{name}: contains NaN or Inf values")
@@ -444,13 +468,15 @@ def create_backend(
     backend: str = "auto",
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    input_size: tuple[int, int] = (384, 768),
+    input_size: tuple[int, int] | None = None,
     preset: str = "ti",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
 ) -> Backend:
     """Open a model (.pt checkpoint, .onnx, .engine, or None = seeded random init of `preset`) on a backend.
 
+    `input_size` None: an exported model's own size, else `DEFAULT_INPUT_SIZE`; a size that an exported
+    model (.onnx, .engine) was not made for raises. `device` may be `auto` (`resolve_device`).
     `auto` tries TensorRT -> ONNX Runtime CUDA -> PyTorch CUDA on a CUDA device, and ONNX Runtime CPU ->
     PyTorch CPU on the CPU, skipping what is not installed or cannot run this file, and logs the choice.
     """
@@ -458,19 +484,18 @@ def create_backend(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device}: CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda, got {device}")
-    input_size = (int(input_size[0]), int(input_size[1]))
-    if min(input_size) <= 0 or input_size[0] % 16 or input_size[1] % 16:
-        raise ValueError(f"input_size must be positive multiples of 16 (H, W), got {input_size}")
+    device = resolve_device(device)
     path = Path(model_path) if model_path is not None else None
     kind = _model_kind(path)
     if path is not None and not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     _check_model_file(path, kind)  # a bad file is the user's error: raise now, never fall back around it
+    if input_size is None and kind not in ("onnx", "engine"):  # exported files bring their own size
+        input_size = DEFAULT_INPUT_SIZE
+    if input_size is not None:
+        input_size = (int(input_size[0]), int(input_size[1]))
+        if min(input_size) <= 0 or input_size[0] % 16 or input_size[1] % 16:
+            raise ValueError(f"input_size must be positive multiples of 16 (H, W), got {input_size}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cuda = device.type == "cuda"
 
@@ -506,6 +531,32 @@ def create_backend(
         )
         return created
     raise ValueError(f"no backend can run {path or 'a random init'} on {device}: " + "; ".join(reasons))
+
+
+def fixed_input_size(model_path: str | os.PathLike | None) -> tuple[int, int] | None:
+    """(H, W) an exported model was made for (ONNX metadata, engine key file); None for a checkpoint or None.
+
+    A checkpoint (and the untrained fallback) runs at any multiple of 16, so only its caller's size counts.
+    """
+    if model_path is None:
+        return None
+    path = Path(model_path)
+    kind = _model_kind(path)
+    if kind == "onnx":
+        _, spec = read_onnx_metadata(path)
+        stored = spec
+    elif kind == "engine":
+        key_path = engine_cache.key_path_for(path)
+        try:
+            stored = engine_cache.read_key(key_path)
+        except FileNotFoundError as error:
+            raise ValueError(f"{path}: no key file {key_path.name}; cannot tell its input size") from error
+    else:
+        return None
+    size = stored.get("input_size")
+    if not isinstance(size, list) or len(size) != 2:
+        raise ValueError(f"{path}: records no input_size [H, W] (found {size!r})")
+    return int(size[0]), int(size[1])
 
 
 def _check_model_file(path: Path | None, kind: str) -> None:
@@ -549,7 +600,7 @@ def _create(
     kind: str,
     device: torch.device,
     precision: str,
-    input_size: tuple[int, int],
+    input_size: tuple[int, int] | None,
     preset: str,
     seed: int,
     cache: Path,

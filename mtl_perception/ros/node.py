@@ -1,8 +1,9 @@
 """``mtl_perception_node``: the ROS 2 wrapper around :class:`mtl_perception.pipeline.PerceptionPipeline`.
 
-Thin on purpose (the yolo_ros / image_pipeline shape): it declares parameters, QoS and topics, keeps the
-newest camera frame, runs the library pipeline on a worker thread and publishes the results with the
-input header. No algorithm lives here.
+Thin on purpose (the yolo_ros / image_pipeline shape): it declares the parameters of
+``mtl_perception.ros.parameters``, builds the pipeline through ``mtl_perception.pipeline_factory``, sets
+QoS and topics, keeps the newest camera frame, runs the pipeline on a worker thread and publishes the
+results with the input header. No algorithm lives here.
 
 Topics (relative, remappable): in ``image`` (+ optional ``camera_info``); out ``depth`` (32FC1 m, NaN
 invalid), ``semantic`` (mono8 ids), ``semantic/color`` (rgb8), ``motion`` (mono8 0/1), ``motion/overlay``
@@ -14,48 +15,25 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 
-import numpy as np
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
-from mtl_perception.flow import (
-    CONFIDENCE_MODES,
-    DEFAULT_CONFIDENCE_MODE,
-    OPTFLOW_FARNEBACK_GAUSSIAN,
-    FarnebackParams,
-)
-from mtl_perception.pipeline import (
-    OUTPUT_SIZES,
-    NonFiniteOutputError,
-    PerceptionPipeline,
-    colorize,
-    overlay_mask,
-)
+from mtl_perception.pipeline import NonFiniteOutputError, colorize, overlay_mask
+from mtl_perception.pipeline_factory import ConfigError, PipelineConfig, build_pipeline, semantic_colors
 from mtl_perception.ros.conversions import (
-    DEFAULT_MAX_PIXELS,
     ImageConversionError,
     fill_image,
     image_to_tensor,
     scaled_camera_info_fields,
 )
-
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PALETTES = ("five", "trainid")
-STAGES = ("convert", "preprocess", "flow", "network", "postprocess", "publish")
-
-
-class StartupError(ValueError):
-    """A parameter or model problem found at startup; the node exits non-zero with this message."""
+from mtl_perception.ros.node_stats import PeriodicSummary, StatsWindow
+from mtl_perception.ros.parameters import PARAMETERS
 
 
 def input_qos() -> QoSProfile:
@@ -68,130 +46,6 @@ def output_qos() -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
 
-# ----------------------------------------------------------------------------------------- parameters
-def _int(description, low, high, step=0):
-    return ParameterDescriptor(
-        description=description, integer_range=[IntegerRange(from_value=low, to_value=high, step=step)]
-    )
-
-
-def _float(description, low, high):
-    return ParameterDescriptor(
-        description=description,
-        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)],
-    )
-
-
-def _text(description, choices=None):
-    constraints = f"one of: {', '.join(choices)}" if choices else ""
-    return ParameterDescriptor(description=description, additional_constraints=constraints)
-
-
-PARAMETERS = {
-    # name: (default, descriptor)
-    "model_file": (
-        "",
-        _text(
-            "Checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine); empty = seeded "
-            "untrained model of model_preset (for plumbing tests only)."
-        ),
-    ),
-    "model_preset": ("ti", _text("Architecture preset used when model_file is empty.")),
-    "seed": (0, _int("Seed of the untrained model when model_file is empty.", 0, 2**31 - 1)),
-    "backend": ("auto", _text("Inference backend.", BACKENDS)),
-    "device": ("auto", _text("Torch device: auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N.")),
-    "precision": ("fp32", _text("Network precision.", ("fp32", "fp16"))),
-    "network_height": (384, _int("Network input height in pixels (multiple of 16).", 32, 4096, 16)),
-    "network_width": (768, _int("Network input width in pixels (multiple of 16).", 32, 8192, 16)),
-    "output_size": ("network", _text("Resolution of the published images.", OUTPUT_SIZES)),
-    "flow.pyr_scale": (0.5, _float("Farnebäck pyramid scale.", 0.05, 0.95)),
-    "flow.levels": (5, _int("Farnebäck pyramid levels.", 0, 10)),
-    "flow.winsize": (13, _int("Farnebäck averaging window.", 1, 101)),
-    "flow.iterations": (10, _int("Farnebäck iterations per level.", 1, 50)),
-    "flow.poly_n": (5, _int("Farnebäck polynomial neighbourhood (odd).", 3, 9, 2)),
-    "flow.poly_sigma": (1.1, _float("Farnebäck polynomial Gaussian sigma.", 0.0, 5.0)),
-    "flow.gaussian": (
-        False,
-        ParameterDescriptor(description="Gaussian instead of box window (OPTFLOW_FARNEBACK_GAUSSIAN)."),
-    ),
-    "flow.resize_mode": ("cpu", _text("Pyramid resize convention to reproduce.", ("cpu", "cuda"))),
-    "flow.confidence": (
-        DEFAULT_CONFIDENCE_MODE,
-        _text("Flow confidence fed to the network (must match the training flow).", CONFIDENCE_MODES),
-    ),
-    "flow_dt": (
-        2.0 / 17.0,
-        _float(
-            "Target time gap (s) between a frame and its flow partner; the network "
-            "learned flow over 2 frames at 17 Hz.",
-            0.001,
-            10.0,
-        ),
-    ),
-    "max_history": (8, _int("Processed frames kept as flow partner candidates.", 1, 64)),
-    "reset_gap_factor": (
-        10.0,
-        _float(
-            "Reset the flow history when two processed frames are more than "
-            "reset_gap_factor * flow_dt apart.",
-            1.0,
-            1000.0,
-        ),
-    ),
-    "publish_flow": (False, ParameterDescriptor(description="Publish the flow (32FC2, pixels) on 'flow'.")),
-    "palette": ("five", _text("Named colour palette for semantic/color.", PALETTES)),
-    "palette_rgb": (
-        [0],
-        ParameterDescriptor(
-            description="Custom palette: one 0xRRGGBB integer per class; [0] or empty = use 'palette'."
-        ),
-    ),
-    "overlay_alpha": (0.5, _float("Opacity of the motion overlay colour.", 0.0, 1.0)),
-    "max_image_pixels": (
-        DEFAULT_MAX_PIXELS,
-        _int("Reject input images with more pixels than this.", 1, 2**31 - 1),
-    ),
-    "use_camera_info": (
-        True,
-        ParameterDescriptor(
-            description="Subscribe 'camera_info' and publish 'depth/camera_info' scaled to the output size."
-        ),
-    ),
-    "warmup": (
-        True,
-        ParameterDescriptor(
-            description="Run two blank frames through the pipeline at startup so the first "
-            "camera frame does not pay the one-off set-up costs."
-        ),
-    ),
-    "diagnostics_period": (1.0, _float("Seconds between /diagnostics messages.", 0.05, 3600.0)),
-    "summary_period": (10.0, _float("Seconds between one-line log summaries (0 = never).", 0.0, 86400.0)),
-    "error_throttle": (5.0, _float("Minimum seconds between two bad-input error logs.", 0.0, 3600.0)),
-}
-
-
-@dataclass
-class _Stats:
-    """Counters and per-period samples shared by the worker and the diagnostics timer (under a lock)."""
-
-    received: int = 0
-    processed: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    resets: int = 0
-    last_error: str = ""
-    period_received: int = 0
-    period_processed: int = 0
-    latency_receive: list = field(default_factory=list)
-    latency_stamp: list = field(default_factory=list)
-    stages: dict = field(default_factory=dict)
-    partner_dt: deque = field(default_factory=lambda: deque(maxlen=50))
-
-
-def _palette_from_ints(values) -> np.ndarray:
-    return np.array([[(v >> 16) & 255, (v >> 8) & 255, v & 255] for v in values], np.uint8)
-
-
 class PerceptionNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("mtl_perception", **kwargs)
@@ -199,7 +53,8 @@ class PerceptionNode(Node):
             self.declare_parameter(name, default, descriptor)
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.params = p
-        self.pipeline, self.palette = self._build(p)
+        self.pipeline = build_pipeline(PipelineConfig.from_parameters(p), warn=self.get_logger().warning)
+        self.palette = semantic_colors(p["palette"], p["palette_rgb"], self.pipeline.backend)
         if p["warmup"]:
             start = time.perf_counter()
             self.pipeline.warmup()
@@ -235,10 +90,8 @@ class PerceptionNode(Node):
         self._latest: tuple[Image, float] | None = None
         self._camera_info: CameraInfo | None = None
         self._running = True
-        self.stats = _Stats()
-        self._period_start = time.monotonic()
-        self._last_summary = time.monotonic()
-        self._summary_counts = (0, 0)
+        self.stats = StatsWindow(start=time.monotonic())
+        self.summary = PeriodicSummary(p["summary_period"], start=time.monotonic())
 
         self.create_subscription(
             Image, "image", self._on_image, input_qos(), qos_overriding_options=qos_options
@@ -251,105 +104,16 @@ class PerceptionNode(Node):
                 input_qos(),
                 qos_overriding_options=qos_options,
             )
-        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(p["diagnostics_period"], self._on_diagnostics_timer)
         self.worker = threading.Thread(target=self._work, name="mtl_perception_worker", daemon=True)
         self.worker.start()
         self.get_logger().info(f"ready: {self.description}; subscribed to {self.resolve_topic_name('image')}")
-
-    # ------------------------------------------------------------------------------------ startup
-    def _build(self, p: dict) -> tuple[PerceptionPipeline, np.ndarray]:
-        """Turn parameters into a pipeline; every impossible value becomes a StartupError naming it."""
-        from mtl_perception.inference import create_backend
-
-        if p["backend"] not in BACKENDS:
-            raise StartupError(f"parameter backend={p['backend']!r} must be one of {BACKENDS}")
-        if p["output_size"] not in OUTPUT_SIZES:
-            raise StartupError(f"parameter output_size={p['output_size']!r} must be one of {OUTPUT_SIZES}")
-        if p["palette"] not in PALETTES:
-            raise StartupError(f"parameter palette={p['palette']!r} must be one of {PALETTES}")
-        height, width = p["network_height"], p["network_width"]
-        if height % 16 or width % 16:
-            raise StartupError(f"network size {height}x{width} must be a multiple of 16 in both directions")
-        device = p["device"]
-        if device == "auto":
-            device = "cuda:0" if torch.cuda.is_available() else "cpu"
-        try:
-            device = torch.device(device)
-        except RuntimeError as error:
-            raise StartupError(f"parameter device={p['device']!r} is not a torch device: {error}") from error
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise StartupError(f"parameter device={p['device']!r} but CUDA is not available")
-        try:
-            flow_params = FarnebackParams(
-                pyr_scale=p["flow.pyr_scale"],
-                levels=p["flow.levels"],
-                winsize=p["flow.winsize"],
-                iterations=p["flow.iterations"],
-                poly_n=p["flow.poly_n"],
-                poly_sigma=p["flow.poly_sigma"],
-                flags=OPTFLOW_FARNEBACK_GAUSSIAN if p["flow.gaussian"] else 0,
-                resize_mode=p["flow.resize_mode"],
-            )
-        except ValueError as error:
-            raise StartupError(f"flow parameters: {error}") from error
-        model_file = p["model_file"] or None
-        try:
-            backend = create_backend(
-                model_file,
-                backend=p["backend"],
-                device=str(device),
-                precision=p["precision"],
-                input_size=(height, width),
-                preset=p["model_preset"],
-                seed=p["seed"],
-            )
-        except FileNotFoundError as error:
-            raise StartupError(f"model_file {model_file!r} not found: {error}") from error
-        except (ValueError, RuntimeError, OSError, KeyError) as error:
-            raise StartupError(
-                f"cannot load model {model_file or p['model_preset']!r} "
-                f"with backend {p['backend']!r}: {error}"
-            ) from error
-        if tuple(backend.input_size) != (height, width):
-            self.get_logger().warn(
-                f"model input size {tuple(backend.input_size)} overrides "
-                f"network_height/width {height}x{width}"
-            )
-        custom = [int(v) for v in p["palette_rgb"]]
-        if custom not in ([], [0]):
-            if any(v < 0 or v > 0xFFFFFF for v in custom):
-                raise StartupError("palette_rgb entries must be 0xRRGGBB integers in [0, 16777215]")
-            palette = _palette_from_ints(custom)
-        else:
-            from mtl_perception.data import semantic_palette
-
-            palette = np.asarray(semantic_palette(p["palette"]), np.uint8)
-        classes = int(getattr(backend, "num_semantic_classes", len(palette)))
-        if "semantic" in tuple(backend.tasks) and len(palette) < classes:
-            raise StartupError(f"palette has {len(palette)} colours but the model predicts {classes} classes")
-        try:
-            pipeline = PerceptionPipeline(
-                backend,
-                flow_params,
-                device=device,
-                flow_dt=p["flow_dt"],
-                max_history=p["max_history"],
-                output_size=p["output_size"],
-                reset_gap_factor=p["reset_gap_factor"],
-                confidence_mode=p["flow.confidence"],
-            )
-        except ValueError as error:
-            raise StartupError(str(error)) from error
-        return pipeline, palette
 
     # ---------------------------------------------------------------------------------- callbacks
     def _on_image(self, msg: Image) -> None:
         """Keep only the newest frame; the worker picks it up (no processing in the executor thread)."""
         with self._wake:
-            self.stats.received += 1
-            self.stats.period_received += 1
-            if self._latest is not None:
-                self.stats.dropped += 1
+            self.stats.count_received(replaced_unprocessed=self._latest is not None)
             self._latest = (msg, time.monotonic())
             self._wake.notify()
 
@@ -380,9 +144,7 @@ class PerceptionNode(Node):
             f"{kind}, frame dropped (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, "
             f"{msg.width}x{msg.height} {msg.encoding!r}): {error}"
         )
-        with self._lock:
-            self.stats.rejected += 1
-            self.stats.last_error = str(error)
+        self.stats.count_rejected(str(error))
         self.get_logger().error(text, throttle_duration_sec=self.params["error_throttle"])
 
     def _process(self, msg: Image, received: float) -> None:
@@ -437,52 +199,34 @@ class PerceptionNode(Node):
         timings["publish"] = (time.perf_counter() - publish_start) * 1e3
         now_ns = self.get_clock().now().nanoseconds
         stamp_latency = (now_ns - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) * 1e-6
-        with self._lock:
-            s = self.stats
-            s.processed += 1
-            s.period_processed += 1
-            s.resets += int(result.reset)
-            s.latency_receive.append((done - received) * 1e3)
-            s.latency_stamp.append(stamp_latency)
-            for stage, value in timings.items():
-                s.stages.setdefault(stage, []).append(value)
-            if result.partner_dt is not None:
-                s.partner_dt.append(result.partner_dt)
+        self.stats.count_processed(
+            latency_receive_ms=(done - received) * 1e3,
+            latency_stamp_ms=stamp_latency,
+            timings=timings,
+            reset=result.reset,
+            partner_dt=result.partner_dt,
+        )
 
     # -------------------------------------------------------------------------------- diagnostics
-    def _publish_diagnostics(self) -> None:
+    def _on_diagnostics_timer(self) -> None:
+        """The period ends: take its statistics, publish them, log the summary line when one is due."""
         now = time.monotonic()
-        with self._lock:
-            s = self.stats
-            elapsed = max(now - self._period_start, 1e-9)
-            values = {
-                "input_rate_hz": s.period_received / elapsed,
-                "output_rate_hz": s.period_processed / elapsed,
-                "latency_receive_to_publish_ms": _mean(s.latency_receive),
-                "latency_stamp_to_publish_ms": _mean(s.latency_stamp),
-                "latency_stamp_to_publish_max_ms": max(s.latency_stamp, default=float("nan")),
-                **{f"stage_{stage}_ms": _mean(s.stages.get(stage, [])) for stage in STAGES},
-                "flow_partner_dt_ms": _mean(list(s.partner_dt)) * 1e3,
-                "frames_received": s.received,
-                "frames_processed": s.processed,
-                "frames_dropped": s.dropped,
-                "frames_rejected": s.rejected,
-                "resets": s.resets,
-                "last_error": s.last_error,
-            }
-            processed_in_period = s.period_processed
-            s.period_received = s.period_processed = 0
-            s.latency_receive, s.latency_stamp, s.stages = [], [], {}
-            self._period_start = now
+        values, processed_in_period = self.stats.snapshot(now)
+        self._publish_diagnostics(values, processed_in_period)
+        line = self.summary.line(values, now)
+        if line is not None:
+            self.get_logger().info(line)
+
+    def _publish_diagnostics(self, values: dict, processed_in_period: int) -> None:
+        """Build the DiagnosticArray of one period's statistics and publish it."""
         backend = self.pipeline.backend
-        values.update(
-            {
-                "backend": backend.name,
-                "device": str(self.pipeline.device),
-                "network_size": f"{self.pipeline.network_size[0]}x{self.pipeline.network_size[1]}",
-                "output_size": self.params["output_size"],
-            }
-        )
+        values = {
+            **values,
+            "backend": backend.name,
+            "device": str(self.pipeline.device),
+            "network_size": f"{self.pipeline.network_size[0]}x{self.pipeline.network_size[1]}",
+            "output_size": self.params["output_size"],
+        }
         if values["frames_received"] == 0:
             level, message = DiagnosticStatus.WARN, "waiting for images"
         elif processed_in_period == 0 and values["input_rate_hz"] > 0:
@@ -501,29 +245,12 @@ class PerceptionNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
-        if self.params["summary_period"] > 0 and now - self._last_summary >= self.params["summary_period"]:
-            span = now - self._last_summary
-            rate_in = (values["frames_received"] - self._summary_counts[0]) / span
-            rate_out = (values["frames_processed"] - self._summary_counts[1]) / span
-            self._last_summary = now
-            self._summary_counts = (values["frames_received"], values["frames_processed"])
-            self.get_logger().info(
-                f"in {rate_in:.1f} Hz, out {rate_out:.1f} Hz, last-period latency "
-                f"{values['latency_stamp_to_publish_ms']:.1f} ms (stamp->publish), network "
-                f"{values['stage_network_ms']:.1f} ms, flow {values['stage_flow_ms']:.1f} ms; received "
-                f"{values['frames_received']}, processed {values['frames_processed']}, dropped "
-                f"{values['frames_dropped']}, rejected {values['frames_rejected']}, resets {values['resets']}"
-            )
 
     def stop(self) -> None:
         with self._wake:
             self._running = False
             self._wake.notify_all()
         self.worker.join(timeout=5.0)
-
-
-def _mean(values) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def _fmt(value) -> str:
@@ -543,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # parameters, model file, backend: report the cause and exit non-zero
         if not rclpy.ok():
             return 0
-        cause = error if isinstance(error, StartupError) else f"{type(error).__name__}: {error}"
+        cause = error if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
         print(f"[mtl_perception] startup failed: {cause}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2
