@@ -6,6 +6,7 @@ the node's own diagnostics agree with what was received, and scores the outputs 
 """
 
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -123,3 +124,12 @@ def test_replay_every_processed_frame_has_every_output(bag, tmp_path):
             rtol=1e-6,
         )
     assert 0 <= scores["depth_ard"] and np.isfinite(scores["depth_ard"])
+
+
+def test_replay_names_a_node_that_fails_to_start(bag, tmp_path):
+    """An impossible parameter: run_replay raises at once with the node's own message, not after a timeout."""
+    log = tmp_path / "node.log"
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)exited with [1-9].*network_height"):
+        run_replay(bag=bag, node_args=["-p", "network_height:=100"], log_path=log, startup_timeout=120)
+    assert time.monotonic() - began < 100
