@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_perception.atomic import atomic_write_bytes
-from mtl_perception.ros.harness import OutputRecorder, log_tail, node_process, wait_until
+from mtl_perception.ros.harness import OutputRecorder, node_process, require_node_up
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERA = (1024, 2048)
@@ -243,15 +243,13 @@ def node_under_test(
         log = Path(tmp) / "node.log"
         with node_process(args, namespace=namespace, log_path=log, stop_timeout=30.0) as process:
             with listener(topics, namespace=namespace) as recorder:
-                subscribed = wait_until(
+                require_node_up(
                     lambda: recorder.node.count_subscribers(f"{namespace}/image") > 0,
-                    timeout=120,
                     process=process,
+                    timeout=120,
+                    waiting_for=f"subscribe to {namespace}/image",
+                    log_path=log,
                 )
-                if not subscribed:
-                    raise RuntimeError(
-                        f"no node listening on {namespace}/image after 120 s:\n{log_tail(log)}"
-                    )
                 yield NodeUnderTest(process=process, recorder=recorder, namespace=namespace)
 
 

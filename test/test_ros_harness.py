@@ -57,6 +57,24 @@ def test_wait_until_gives_up_as_soon_as_the_process_exits():
     assert harness.wait_until(lambda: True, timeout=0, process=process)  # ready wins over an exit
 
 
+def test_require_node_up_names_the_exit_code_or_what_was_not_seen(tmp_path):
+    log = tmp_path / "node.log"
+    with open(log, "w") as sink:
+        dead = subprocess.Popen(
+            [sys.executable, "-c", "print('bad parameter xyz'); raise SystemExit(2)"], stdout=sink
+        )
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 2 during startup.*bad parameter xyz"):
+        harness.require_node_up(lambda: False, process=dead, timeout=60, waiting_for="x", log_path=log)
+    alive = start(SIGINT_EXITS_CLEANLY)
+    try:
+        with pytest.raises(RuntimeError, match="did not advertise /ns/depth within 0.2 s"):
+            harness.require_node_up(
+                lambda: False, process=alive, timeout=0.2, waiting_for="advertise /ns/depth"
+            )
+    finally:
+        harness.stop_process(alive)
+
+
 def test_console_script_names_what_is_missing():
     with pytest.raises(FileNotFoundError, match="no_such_script_xyz"):
         harness.console_script("no_such_script_xyz")

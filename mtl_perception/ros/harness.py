@@ -8,6 +8,7 @@ the way a user does (Ctrl-C). They share these pieces, so they record and stop t
 * :func:`node_command`, :func:`start_node`, :func:`stop_process` and :func:`node_process` start the node in
   a namespace with its output in a log file, and stop a child with SIGINT -> wait -> kill;
 * :func:`wait_until` polls a readiness condition and gives up as soon as the watched process has exited;
+  :func:`require_node_up` raises instead, naming the exit code or what was not seen, with the node's log;
 * :class:`OutputRecorder` subscribes to a set of topics and keeps, per topic and input stamp, the received
   value (array, message or nothing), its frame_id and its receive latency, plus every /diagnostics array.
 
@@ -123,6 +124,25 @@ def wait_until(
         if (process is not None and process.poll() is not None) or time.monotonic() >= deadline:
             return False
         time.sleep(poll)
+
+
+def require_node_up(
+    ready: Callable[[], bool],
+    *,
+    process: subprocess.Popen,
+    timeout: float,
+    waiting_for: str,
+    log_path: str | Path | None = None,
+) -> None:
+    """:func:`wait_until` for a starting node; RuntimeError saying why it is not up (its exit code, or
+    ``waiting_for`` not seen within ``timeout`` s), followed by the end of its log."""
+    if wait_until(ready, timeout=timeout, process=process):
+        return
+    if process.poll() is not None:
+        why = f"exited with {process.returncode} during startup"
+    else:
+        why = f"did not {waiting_for} within {timeout:g} s"
+    raise RuntimeError(f"mtl_perception_node {why}:\n{log_tail(log_path)}")
 
 
 class OutputRecorder:

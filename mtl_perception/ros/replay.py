@@ -32,10 +32,9 @@ from mtl_perception.ros.conversions import image_fields_to_array
 from mtl_perception.ros.harness import (
     OutputRecorder,
     console_script,
-    log_tail,
     node_process,
+    require_node_up,
     stamp_ns,
-    wait_until,
 )
 
 GT_TOPICS = {"depth": "/gt/depth", "semantic": "/gt/semantic", "motion": "/gt/motion"}
@@ -156,17 +155,13 @@ def run_replay(
     recorder = OutputRecorder(OUTPUT_TOPICS, namespace=namespace, name="replay_recorder")
     try:
         with node_process([*CAMERA_REMAPS, *node_args], namespace=namespace, log_path=log_path) as node:
-            up = wait_until(
+            require_node_up(
                 lambda: recorder.node.count_publishers(f"{namespace}/depth") > 0,
-                timeout=startup_timeout,
                 process=node,
+                timeout=startup_timeout,
+                waiting_for=f"advertise {namespace}/depth",
+                log_path=log_path,
             )
-            if not up:
-                state = f"exited with {node.returncode}" if node.poll() is not None else "is not up"
-                raise RuntimeError(
-                    f"mtl_perception_node {state} after {startup_timeout:g} s of startup:\n"
-                    + log_tail(log_path)
-                )
             player = subprocess.run(
                 play_bag_command(bag, rate=rate), capture_output=True, text=True, timeout=600
             )
