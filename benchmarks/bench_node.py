@@ -10,8 +10,8 @@ For 2048x1024 rgb8 camera frames it reports, per configuration:
 * ``--soak N``: N frames through the lite node while sampling its resident memory (psutil).
 
 Targets (reported, not asserted): conversion + publishing <= 3 ms/frame at 2048x1024; lite 192x384 >= 5 fps
-on 2 cores. Writes benchmarks/results/node.json and prints markdown tables. The node is started, recorded
-and stopped with :mod:`mtl_perception.ros.harness`, as in the replay tool and the node tests.
+on 2 cores. Writes benchmarks/results/node.json and prints markdown tables (``node_report.py``). The node
+is started, recorded and stopped with :mod:`mtl_perception.ros.harness`, as in the replay tool and the tests.
 
     python benchmarks/bench_node.py                # all configurations, ~3-4 minutes on 2 cores
     python benchmarks/bench_node.py --soak 2000    # adds the memory soak
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from node_report import print_report  # benchmarks/ is this script's folder
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.ros.harness import OutputRecorder, node_process, require_node_up
@@ -387,6 +388,8 @@ def run_all(*, rate: float, duration: float, soak_frames: int, node_shm: bool) -
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}",
         "camera": list(CAMERA),
+        "camera_rate_hz": rate,
+        "seconds_per_config": duration,
         "conversions": bench_conversions(),
         "transport": transport,
         "node_transport": "Fast DDS SHM profile (config/fastdds_shm.xml)"
@@ -401,73 +404,6 @@ def run_all(*, rate: float, duration: float, soak_frames: int, node_shm: bool) -
     if soak_frames:
         results["soak"] = soak(frames=soak_frames, rate=10.0)
     return results
-
-
-# -------------------------------------------------------------------------------------------- report
-def print_conversions(results: dict) -> None:
-    c = results["conversions"]
-    print(f"# mtl_perception_node benchmark ({results['machine']}), camera {CAMERA[1]}x{CAMERA[0]} rgb8\n")
-    print(
-        f"Conversion rgb8 -> tensor {c['convert_rgb8_ms']:.2f} ms (bgr8 {c['convert_bgr8_ms']:.2f} ms); "
-        "depth+semantic+motion messages at 2048x1024 "
-        f"{c['fill_depth_semantic_motion_at_2048x1024_ms']:.2f} ms; "
-        f"sum {c['convert_plus_fill_ms']:.2f} ms (target <= 3 ms).\n"
-    )
-
-
-def print_transport(transport: dict) -> None:
-    print("| transport (no node) | p50 ms | p99 ms | received |\n|---|---:|---:|---:|")
-    for name, t in transport.items():
-        if "error" in t:
-            print(f"| {name} | error | | |")
-        else:
-            print(f"| {name} | {t['p50_ms']:.1f} | {t['p99_ms']:.1f} | {t['received']}/{t['published']} |")
-
-
-def print_node_runs(runs: list[dict]) -> None:
-    print(
-        "\n| config | backend | p50 ms | p99 ms | fps | drop | convert | preprocess | flow | network | "
-        "postprocess | publish |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    for r in runs:
-        if "error" in r:
-            print(f"| error | {r['error'][-200:]} |")
-            continue
-        s = r["stages_ms"]
-        stages = " | ".join(
-            f"{s.get(k, float('nan')):.1f}"
-            for k in ("convert", "preprocess", "flow", "network", "postprocess", "publish")
-        )
-        flow = "fast flow" if r["extra_parameters"] else "default flow"
-        size = f"{r['network_size'][0]}x{r['network_size'][1]}"
-        print(
-            f"| {r['preset']} {size} {r['device']}, {flow} | {r['backend']} | "
-            f"{r['latency']['p50_ms']:.0f} | {r['latency']['p99_ms']:.0f} | {r['throughput_fps']:.2f} | "
-            f"{100 * r['drop_rate']:.0f}% | {stages} |"
-        )
-
-
-def print_soak(s: dict) -> None:
-    if "error" in s:
-        print(f"\nSoak: error: {s['error'][-200:]}")
-        return
-    print(
-        f"\nSoak: {s['frames_published']} frames, {s['outputs']} outputs, "
-        f"RSS {s['rss_start_mib']:.0f} -> "
-        f"{s['rss_end_mib']:.0f} MiB (max {s['rss_max_mib']:.0f}), growth after warm-up "
-        f"{s['rss_growth_after_warmup_mib']:.1f} MiB"
-    )
-
-
-def print_report(results: dict, *, rate: float, duration: float) -> None:
-    print_conversions(results)
-    print_transport(results["transport"])
-    print(
-        f"\nNode graph over: {results['node_transport']}; camera publisher at {rate:g} Hz for {duration:g} s."
-    )
-    print_node_runs(results["node"])
-    if "soak" in results:
-        print_soak(results["soak"])
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -501,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         return transport_listener(topic=args.topic, rate=args.rate, frames=args.frames)
     results = run_all(rate=args.rate, duration=args.duration, soak_frames=args.soak, node_shm=not args.no_shm)
     atomic_write_bytes(args.out, json.dumps(results, indent=2).encode())
-    print_report(results, rate=args.rate, duration=args.duration)
+    print_report(results)
     print(f"\nwrote {args.out}")
     return 0
 
