@@ -10,10 +10,12 @@ For 2048x1024 rgb8 camera frames it reports, per configuration:
 * ``--soak N``: N frames through the lite node while sampling its resident memory (psutil).
 
 Targets (reported, not asserted): conversion + publishing <= 3 ms/frame at 2048x1024; lite 192x384 >= 5 fps
-on 2 cores. Writes benchmarks/results/node.json and prints markdown tables.
+on 2 cores. Writes benchmarks/results/node.json and prints markdown tables (``node_report.py``). The node
+is started, recorded and stopped with :mod:`mtl_perception.ros.harness`, as in the replay tool and the tests.
 
     python benchmarks/bench_node.py                # all configurations, ~3-4 minutes on 2 cores
     python benchmarks/bench_node.py --soak 2000    # adds the memory soak
+    python benchmarks/bench_node.py --role transport-listener --topic /x --frames 20   (one transport run)
     python benchmarks/bench_node.py --role publisher --topic /x --rate 10 --frames 50   (internal)
 """
 
@@ -23,18 +25,25 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from node_report import print_report  # benchmarks/ is this script's folder
+
+from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.ros.harness import OutputRecorder, node_process, require_node_up
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERA = (1024, 2048)
+SHM_PROFILE = REPO / "config" / "fastdds_shm.xml"
 #: cheaper flow: 3 levels, 3 iterations, residual confidence (a model must be trained on this flow to use it)
 FAST_FLOW = (
     "-p",
@@ -48,7 +57,27 @@ FAST_FLOW = (
     "-p",
     "flow.confidence:=residual",
 )
-CONFIGS = [("lite", (192, 384), ()), ("lite", (192, 384), FAST_FLOW), ("ti", (384, 768), ())]
+NODE_OUTPUTS = ("depth", "semantic", "motion")
+#: reliable, keep last 10, for the listener of every run (6 MB frames: a deep history costs memory)
+LISTENER_QOS_DEPTH = 10
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One node configuration to measure: model preset, network size, extra node parameters."""
+
+    preset: str
+    height: int
+    width: int
+    extra: tuple[str, ...] = ()
+
+
+CONFIGS = (
+    NodeConfig("lite", 192, 384),
+    NodeConfig("lite", 192, 384, FAST_FLOW),
+    NodeConfig("ti", 384, 768),
+)
+SOAK_CONFIG = NodeConfig("lite", 192, 384)
 
 
 def now_ns() -> int:
@@ -56,7 +85,7 @@ def now_ns() -> int:
 
 
 # ------------------------------------------------------------------------------------------- publisher
-def run_publisher(topic: str, rate: float, frames: int, height: int, width: int, wait: float) -> int:
+def run_publisher(*, topic: str, rate: float, frames: int, height: int, width: int, wait: float) -> int:
     """Publish `frames` rgb8 frames stamped with the wall clock (the subscriber measures now - stamp)."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -92,7 +121,8 @@ def run_publisher(topic: str, rate: float, frames: int, height: int, width: int,
     return 0
 
 
-def start_publisher(topic: str, rate: float, frames: int, env: dict) -> subprocess.Popen:
+def start_publisher(*, topic: str, rate: float, frames: int, env: dict | None = None) -> subprocess.Popen:
+    """This script as a ``--role publisher`` child (its own DDS participant, like a camera driver)."""
     command = [
         sys.executable,
         __file__,
@@ -108,62 +138,6 @@ def start_publisher(topic: str, rate: float, frames: int, env: dict) -> subproce
     return subprocess.Popen(command, env=env)
 
 
-# ------------------------------------------------------------------------------------------ subscriber
-class Listener:
-    """Records (receive time - stamp) per message on the given topics, plus /diagnostics."""
-
-    def __init__(self, topics: list[str], best_effort: bool = False) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f"bench_listener_{uuid.uuid4().hex[:6]}", context=self.context)
-        reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
-        qos = QoSProfile(depth=10, reliability=reliability)
-        self.latency = {topic: [] for topic in topics}
-        self.stamps = {topic: set() for topic in topics}
-        self.diagnostics = []
-        for topic in topics:
-            self.node.create_subscription(Image, topic, self._callback(topic), qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _callback(self, topic):
-        def callback(msg):
-            received = now_ns()
-            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-            self.latency[topic].append((received - stamp) * 1e-6)
-            self.stamps[topic].add(stamp)
-
-        return callback
-
-    def stage_means(self, name_part: str = "") -> dict[str, float]:
-        sums, counts = {}, {}
-        for array in self.diagnostics:
-            for status in array.status:
-                if name_part not in status.name:
-                    continue
-                for kv in status.values:
-                    if kv.key.startswith("stage_") and kv.value != "nan":
-                        sums[kv.key] = sums.get(kv.key, 0.0) + float(kv.value)
-                        counts[kv.key] = counts.get(kv.key, 0) + 1
-        return {key[len("stage_") : -len("_ms")]: sums[key] / counts[key] for key in sums}
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5.0)
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
-
-
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "mean_ms": float("nan")}
@@ -175,11 +149,19 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-# --------------------------------------------------------------------------------------------- benches
-def bench_transport(shm: bool, frames: int, rate: float) -> dict:
+def listener(topics, *, namespace: str = "/") -> OutputRecorder:
+    """A recorder that keeps only stamps and latencies (the frames are 6 MB each)."""
+    return OutputRecorder(
+        topics, namespace=namespace, keep="stamp", qos=LISTENER_QOS_DEPTH, name="bench_listener"
+    )
+
+
+# ------------------------------------------------------------------------------------ transport floor
+def bench_transport(*, shm: bool, frames: int, rate: float) -> dict:
+    """Publisher -> plain subscriber, no node, over Fast DDS defaults or the SHM profile."""
     env = dict(os.environ)
     if shm:
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_shm.xml")
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(SHM_PROFILE)
     else:
         env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
     topic = f"/bench_transport_{uuid.uuid4().hex[:6]}"
@@ -202,99 +184,116 @@ def bench_transport(shm: bool, frames: int, rate: float) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def transport_listener(topic: str, rate: float, frames: int) -> int:
-    listener = Listener([topic])
-    publisher = start_publisher(topic, rate, frames, dict(os.environ))
-    publisher.wait(timeout=300)
-    time.sleep(0.5)
-    received = len(listener.latency[topic])
-    stats = percentiles(listener.latency[topic])
-    listener.close()
+def transport_listener(*, topic: str, rate: float, frames: int) -> int:
+    """Listen on ``topic`` while a publisher child sends ``frames``; print the latency stats as JSON."""
+    with listener([topic]) as recorder:
+        publisher = start_publisher(topic=topic, rate=rate, frames=frames, env=dict(os.environ))
+        publisher.wait(timeout=300)
+        time.sleep(0.5)
+        with recorder.lock:
+            latency = list(recorder.latency_ms[topic])
+    stats = percentiles(latency)
     stats.update(
-        received=received, published=frames, profile=os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "")
+        received=len(latency),
+        published=frames,
+        profile=os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", ""),
     )
     print(json.dumps(stats))
     return 0
 
 
-def node_executable() -> str:
-    from mtl_perception.ros.replay import console_script
-
-    return console_script("mtl_perception_node")
-
-
-def node_command(namespace: str, preset: str, size: tuple[int, int], device: str, *extra: str) -> list[str]:
-    """The installed node with the package's params file, a private namespace and the given network."""
+# --------------------------------------------------------------------------------------- node over DDS
+def node_arguments(config: NodeConfig, *, device: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The package's params file with the given network and device (no periodic log summary)."""
     return [
-        node_executable(),
-        "--ros-args",
         "--params-file",
         str(REPO / "config" / "params.yaml"),
-        "-r",
-        f"__ns:={namespace}",
         "-p",
-        f"model_preset:={preset}",
+        f"model_preset:={config.preset}",
         "-p",
-        f"network_height:={size[0]}",
+        f"network_height:={config.height}",
         "-p",
-        f"network_width:={size[1]}",
+        f"network_width:={config.width}",
         "-p",
         f"device:={device}",
         "-p",
         "summary_period:=0.0",
+        *config.extra,
         *extra,
     ]
 
 
-def bench_node(preset: str, size: tuple[int, int], device: str, frames: int, rate: float, extra=()) -> dict:
+@dataclass
+class NodeUnderTest:
+    process: subprocess.Popen
+    recorder: OutputRecorder
+    namespace: str
+
+
+@contextmanager
+def node_under_test(
+    config: NodeConfig, *, device: str, topics: tuple[str, ...], extra: tuple[str, ...] = ()
+) -> Iterator[NodeUnderTest]:
+    """The node in a private namespace with a listener on ``topics``, once it listens for images.
+
+    Raises RuntimeError with the end of the node's log if it exits or does not subscribe within 120 s.
+    """
     namespace = f"/bench_{uuid.uuid4().hex[:6]}"
-    node = subprocess.Popen(
-        node_command(namespace, preset, size, device, "-p", "diagnostics_period:=1.0", *extra),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    topics = [f"{namespace}/depth", f"{namespace}/semantic", f"{namespace}/motion"]
-    listener = Listener(topics)
+    args = node_arguments(config, device=device, extra=extra)
+    with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp:
+        log = Path(tmp) / "node.log"
+        with node_process(args, namespace=namespace, log_path=log, stop_timeout=30.0) as process:
+            with listener(topics, namespace=namespace) as recorder:
+                require_node_up(
+                    lambda: recorder.node.count_subscribers(f"{namespace}/image") > 0,
+                    process=process,
+                    timeout=120,
+                    waiting_for=f"subscribe to {namespace}/image",
+                    log_path=log,
+                )
+                yield NodeUnderTest(process=process, recorder=recorder, namespace=namespace)
+
+
+def bench_node(config: NodeConfig, *, device: str, frames: int, rate: float) -> dict:
+    """Publish ``frames`` camera frames at ``rate`` into the node; latency, throughput, drops, stages."""
     try:
-        deadline = time.monotonic() + 120
-        while listener.node.count_subscribers(f"{namespace}/image") == 0 and time.monotonic() < deadline:
-            if node.poll() is not None:
-                return {"error": node.stderr.read()[-2000:]}
-            time.sleep(0.1)
-        publisher = start_publisher(f"{namespace}/image", rate, frames, dict(os.environ))
-        publisher.wait(timeout=600)
-        time.sleep(3.0)  # the last frame's processing and one more diagnostics period
-        depth = listener.latency[topics[0]]
-        depth = depth[1:] if len(depth) > 2 else depth  # steady state: the first output pays the warm-up
-        complete = set.intersection(*(listener.stamps[t] for t in topics))
-        duration = frames / rate
-        result = {
-            "preset": preset,
-            "network_size": list(size),
-            "device": device,
-            "published": frames,
-            "publish_rate_hz": rate,
-            "outputs": len(listener.latency[topics[0]]),
-            "complete_frames": len(complete),
-            "throughput_fps": len(listener.latency[topics[0]]) / duration,
-            "drop_rate": 1.0 - len(listener.latency[topics[0]]) / frames,
-            "extra_parameters": list(extra),
-            "latency": percentiles(depth),
-            "stages_ms": listener.stage_means(namespace),
-        }
-        backend = [
-            kv.value for a in listener.diagnostics for s in a.status for kv in s.values if kv.key == "backend"
-        ]
-        result["backend"] = backend[-1] if backend else ""
-        return result
-    finally:
-        listener.close()
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        with node_under_test(
+            config, device=device, topics=NODE_OUTPUTS, extra=("-p", "diagnostics_period:=1.0")
+        ) as node:
+            publisher = start_publisher(
+                topic=f"{node.namespace}/image", rate=rate, frames=frames, env=dict(os.environ)
+            )
+            publisher.wait(timeout=600)
+            time.sleep(3.0)  # the last frame's processing and one more diagnostics period
+            return summarize_node_run(node, config=config, device=device, frames=frames, rate=rate)
+    except RuntimeError as error:
+        return {"error": str(error)}
+
+
+def summarize_node_run(
+    node: NodeUnderTest, *, config: NodeConfig, device: str, frames: int, rate: float
+) -> dict:
+    recorder = node.recorder
+    with recorder.lock:
+        arrivals = list(recorder.latency_ms["depth"])
+        complete = set.intersection(*(set(recorder.outputs[topic]) for topic in NODE_OUTPUTS))
+    steady = arrivals[1:] if len(arrivals) > 2 else arrivals  # the first output pays the warm-up
+    duration = frames / rate
+    return {
+        "preset": config.preset,
+        "network_size": [config.height, config.width],
+        "device": device,
+        "published": frames,
+        "publish_rate_hz": rate,
+        "outputs": len(arrivals),
+        "complete_frames": len(complete),
+        "throughput_fps": len(arrivals) / duration,
+        "drop_rate": 1.0 - len(arrivals) / frames,
+        "extra_parameters": list(config.extra),
+        "latency": percentiles(steady),
+        "stages_ms": recorder.stage_means(node.namespace),
+        "backend": recorder.diagnostic_values(node.namespace).get("backend", ""),
+    }
 
 
 def bench_conversions(repeats: int = 20) -> dict:
@@ -340,36 +339,25 @@ def bench_conversions(repeats: int = 20) -> dict:
     return result
 
 
-def soak(frames: int, rate: float) -> dict:
+def soak(*, frames: int, rate: float) -> dict:
+    """``frames`` frames through the lite node while sampling its resident memory once a second."""
     import psutil
 
-    namespace = f"/soak_{uuid.uuid4().hex[:6]}"
-    node = subprocess.Popen(
-        node_command(namespace, "lite", (192, 384), "cpu"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    listener = Listener([f"{namespace}/depth"])
     samples = []
     try:
-        process = psutil.Process(node.pid)
-        while listener.node.count_subscribers(f"{namespace}/image") == 0:
-            time.sleep(0.1)
-        publisher = start_publisher(f"{namespace}/image", rate, frames, dict(os.environ))
-        start = time.monotonic()
-        while publisher.poll() is None:
-            samples.append(
-                (
-                    time.monotonic() - start,
-                    process.memory_info().rss / 2**20,
-                    len(listener.latency[f"{namespace}/depth"]),
-                )
+        with node_under_test(SOAK_CONFIG, device="cpu", topics=("depth",)) as node:
+            process = psutil.Process(node.process.pid)
+            publisher = start_publisher(
+                topic=f"{node.namespace}/image", rate=rate, frames=frames, env=dict(os.environ)
             )
-            time.sleep(1.0)
-    finally:
-        listener.close()
-        node.send_signal(signal.SIGINT)
-        node.wait(timeout=30)
+            start = time.monotonic()
+            while publisher.poll() is None:
+                with node.recorder.lock:
+                    outputs = len(node.recorder.latency_ms["depth"])
+                samples.append((time.monotonic() - start, process.memory_info().rss / 2**20, outputs))
+                time.sleep(1.0)
+    except RuntimeError as error:
+        return {"error": str(error)}
     rss = np.array([s[1] for s in samples])
     warm = rss[len(rss) // 5 :] if len(rss) >= 5 else rss  # skip start-up growth (allocator, caches)
     return {
@@ -383,7 +371,43 @@ def soak(frames: int, rate: float) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+# ----------------------------------------------------------------------------------------- the run
+def run_all(*, rate: float, duration: float, soak_frames: int, node_shm: bool) -> dict:
+    """Transport floor, conversions, every configuration on every device, then the optional soak."""
+    import torch
+
+    # first: each floor run is a child with its own DDS profile, before this process joins DDS itself
+    transport = {
+        "udp_default": bench_transport(shm=False, frames=60, rate=10.0),
+        "shm_profile": bench_transport(shm=True, frames=60, rate=10.0),
+    }
+    if node_shm:  # before this process creates its first DDS participant; children inherit it
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(SHM_PROFILE)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    devices = ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}",
+        "camera": list(CAMERA),
+        "camera_rate_hz": rate,
+        "seconds_per_config": duration,
+        "conversions": bench_conversions(),
+        "transport": transport,
+        "node_transport": "Fast DDS SHM profile (config/fastdds_shm.xml)"
+        if node_shm
+        else "UDP (Fast DDS default)",
+        "node": [
+            bench_node(config, device=device, frames=int(rate * duration), rate=rate)
+            for device in devices
+            for config in CONFIGS
+        ],
+    }
+    if soak_frames:
+        results["soak"] = soak(frames=soak_frames, rate=10.0)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--role", choices=("bench", "publisher", "transport-listener"), default="bench")
     ap.add_argument("--topic", default="/bench_image")
@@ -400,87 +424,20 @@ def main(argv: list[str] | None = None) -> int:
         help="node runs over default Fast DDS (UDP) instead of config/fastdds_shm.xml; 6 MB best-effort "
         "frames then mostly fail to arrive whole",
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.role == "publisher":
-        return run_publisher(args.topic, args.rate, args.frames, *CAMERA, wait=30.0)
+        return run_publisher(
+            topic=args.topic, rate=args.rate, frames=args.frames, height=CAMERA[0], width=CAMERA[1], wait=30.0
+        )
     if args.role == "transport-listener":
-        return transport_listener(args.topic, args.rate, args.frames)
-
-    import torch
-
-    transport = {
-        "udp_default": bench_transport(False, frames=60, rate=10.0),
-        "shm_profile": bench_transport(True, frames=60, rate=10.0),
-    }
-    if not args.no_shm:  # before this process creates its first DDS participant; children inherit it
-        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_shm.xml")
-    results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
-        "camera": list(CAMERA),
-        "conversions": bench_conversions(),
-        "transport": transport,
-        "node_transport": "UDP (Fast DDS default)"
-        if args.no_shm
-        else "Fast DDS SHM profile (config/fastdds_shm.xml)",
-        "node": [],
-    }
-    devices = ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
-    for device in devices:
-        for preset, size, extra in CONFIGS:
-            frames = int(args.rate * args.duration)
-            results["node"].append(bench_node(preset, size, device, frames, args.rate, extra))
-    if args.soak:
-        results["soak"] = soak(args.soak, rate=10.0)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-
-    c = results["conversions"]
-    print(f"# mtl_perception_node benchmark ({results['machine']}), camera {CAMERA[1]}x{CAMERA[0]} rgb8\n")
-    print(
-        f"Conversion rgb8 -> tensor {c['convert_rgb8_ms']:.2f} ms (bgr8 {c['convert_bgr8_ms']:.2f} ms); "
-        "depth+semantic+motion messages at 2048x1024 "
-        f"{c['fill_depth_semantic_motion_at_2048x1024_ms']:.2f} ms; "
-        f"sum {c['convert_plus_fill_ms']:.2f} ms (target <= 3 ms).\n"
-    )
-    print("| transport (no node) | p50 ms | p99 ms | received |\n|---|---:|---:|---:|")
-    for name, t in results["transport"].items():
-        if "error" in t:
-            print(f"| {name} | error | | |")
-        else:
-            print(f"| {name} | {t['p50_ms']:.1f} | {t['p99_ms']:.1f} | {t['received']}/{t['published']} |")
-    print(
-        f"\nNode graph over: {results['node_transport']}; "
-        f"camera publisher at {args.rate:g} Hz for {args.duration:g} s."
-    )
-    print(
-        "\n| config | backend | p50 ms | p99 ms | fps | drop | convert | preprocess | flow | network | "
-        "postprocess | publish |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    for r in results["node"]:
-        if "error" in r:
-            print(f"| error | {r['error'][-200:]} |")
-            continue
-        s = r["stages_ms"]
-        stages = " | ".join(
-            f"{s.get(k, float('nan')):.1f}"
-            for k in ("convert", "preprocess", "flow", "network", "postprocess", "publish")
-        )
-        flow = "fast flow" if r["extra_parameters"] else "default flow"
-        size = f"{r['network_size'][0]}x{r['network_size'][1]}"
-        print(
-            f"| {r['preset']} {size} {r['device']}, {flow} | {r['backend']} | "
-            f"{r['latency']['p50_ms']:.0f} | {r['latency']['p99_ms']:.0f} | {r['throughput_fps']:.2f} | "
-            f"{100 * r['drop_rate']:.0f}% | {stages} |"
-        )
-    if "soak" in results:
-        s = results["soak"]
-        print(
-            f"\nSoak: {s['frames_published']} frames, {s['outputs']} outputs, "
-            f"RSS {s['rss_start_mib']:.0f} -> "
-            f"{s['rss_end_mib']:.0f} MiB (max {s['rss_max_mib']:.0f}), growth after warm-up "
-            f"{s['rss_growth_after_warmup_mib']:.1f} MiB"
-        )
+        return transport_listener(topic=args.topic, rate=args.rate, frames=args.frames)
+    results = run_all(rate=args.rate, duration=args.duration, soak_frames=args.soak, node_shm=not args.no_shm)
+    atomic_write_bytes(args.out, json.dumps(results, indent=2).encode())
+    print_report(results)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.ros.replay import evaluate, image_stamps, read_ground_truth, run_replay
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,23 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         node_args += ["-p", f"{name}:={value}" if value != "" else f'{name}:=""']
     for extra in args.extra:
         node_args += ["-p", extra]
-    recorder, run = run_replay(args.bag, node_args, rate=args.rate)
     try:
-        with recorder.lock:
-            outputs = {stamp: dict(topics) for stamp, topics in recorder.outputs.items()}
-    finally:
-        recorder.close()
-    result = evaluate(outputs, truth)
+        run = run_replay(bag=args.bag, node_args=node_args, rate=args.rate)
+    except RuntimeError as error:  # the node did not start or play_bag failed: the message says which
+        print(f"evaluate_replay: error: {error}", file=sys.stderr)
+        return 1
+    result = evaluate(run.outputs, truth)
     result.update(
         bag=str(args.bag),
         model=args.model or f"UNTRAINED seeded '{args.preset}' model",
         images_in_bag=len(stamps),
-        frames_with_outputs=len(outputs),
-        node_exit_code=run["node_exit_code"],
-        diagnostics=run["diagnostics"],
+        frames_with_outputs=len(run.outputs),
+        node_exit_code=run.node_exit_code,
+        diagnostics=run.diagnostics,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    atomic_write_bytes(args.out, json.dumps(result, indent=2).encode())
     print(
         f"| bag | frames scored | depth ARD | semantic mIoU | motion mIoU |\n|---|---:|---:|---:|---:|\n"
         f"| {args.bag.name} | {result['frames_evaluated']}/{result['frames_with_ground_truth']} | "

@@ -4,7 +4,6 @@ Needs a ROS 2 Jazzy install with this package built by colcon (the launch file r
 directory); skipped where launch_pytest is missing (it is not installable from PyPI).
 """
 
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,16 +16,15 @@ launch_pytest = pytest.importorskip(
 )
 pytest.importorskip("launch_ros", reason="launch_ros needs a ROS 2 Jazzy install (not installable from PyPI)")
 
-import rclpy  # noqa: E402
 import yaml  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from launch_pytest.actions import ReadyToTest  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mtl_perception.ros.conversions import array_to_image_fields  # noqa: E402
+from mtl_perception.ros.harness import OutputRecorder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "node.launch.py"
@@ -68,30 +66,21 @@ def launch_description(small_params_file):
 
 @pytest.mark.launch(fixture=launch_description)
 def test_launched_node_publishes_depth_with_the_input_header():
-    rclpy.init()
-    try:
-        node = rclpy.create_node(f"launch_probe_{uuid.uuid4().hex[:6]}")
-        received = []
-        node.create_subscription(Image, f"/{NAMESPACE}/depth", received.append, 10)
-        publisher = node.create_publisher(Image, IMAGE_TOPIC, 10)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
-
+    depth_topic = f"/{NAMESPACE}/depth"
+    with OutputRecorder([depth_topic], keep="message", qos=10, name="launch_probe") as probe:
+        publisher = probe.node.create_publisher(Image, IMAGE_TOPIC, 10)
         pixels = np.random.default_rng(0).integers(0, 256, (120, 256, 3), dtype=np.uint8)
         msg = Image(**array_to_image_fields(pixels, "rgb8"))
         msg.header.frame_id = "launch_camera"
         msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_000, 42
         deadline = time.monotonic() + 90
-        while not received and time.monotonic() < deadline:
+        while not probe.outputs[depth_topic] and time.monotonic() < deadline:
             publisher.publish(msg)
-            time.sleep(1.0)
+            probe.wait_for(lambda: bool(probe.outputs[depth_topic]), timeout=1.0)
+        with probe.lock:
+            received = list(probe.outputs[depth_topic].values())
         assert received, f"no depth on /{NAMESPACE}/depth within 90 s"
         depth = received[0]
         assert depth.encoding == "32FC1" and (depth.height, depth.width) == (96, 192)
         assert depth.header.frame_id == "launch_camera"
         assert (depth.header.stamp.sec, depth.header.stamp.nanosec) == (1_700_000_000, 42)
-        executor.shutdown()
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown()

@@ -5,12 +5,8 @@ published one at a time from this process with best-effort and reliable publishe
 checked against the inputs (encodings, sizes, headers, camera_info scaling, diagnostics, bad input).
 """
 
-import os
-import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,11 +15,10 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
+from mtl_perception.ros import harness  # noqa: E402
 from mtl_perception.ros.conversions import array_to_image_fields, image_fields_to_array  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -62,15 +57,12 @@ OUTPUTS = {
 }
 
 
-def node_executable() -> str:
-    exe = shutil.which("mtl_perception_node", path=os.path.dirname(sys.executable))
-    if exe is None:
-        pytest.fail("mtl_perception_node is not installed next to the test interpreter (pip install -e .)")
-    return exe
+def node_args(*extra: str) -> list[str]:
+    return ["--params-file", str(PARAMS_FILE), *SMALL, *extra]
 
 
 def node_command(*extra: str) -> list[str]:
-    return [node_executable(), "--ros-args", "--params-file", str(PARAMS_FILE), *SMALL, *extra]
+    return harness.node_command(node_args(*extra))
 
 
 def make_image(stamp_ns: int, frame_id: str = "test_camera", seed: int = 0, **change) -> Image:
@@ -95,111 +87,66 @@ def make_camera_info(stamp_ns: int) -> CameraInfo:
 
 
 def stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+    return harness.stamp_ns(msg.header)
 
 
-class Probe:
-    """Test-side rclpy node: publishes frames, records every output by stamp."""
+class Probe(harness.OutputRecorder):
+    """Test-side rclpy node: publishes frames, records every output message by topic and stamp."""
 
     def __init__(self, namespace: str) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(
-            f"probe_{uuid.uuid4().hex[:8]}", namespace=namespace, context=self.context
-        )
-        self.lock = threading.Lock()
-        self.outputs: dict[str, dict[int, object]] = {topic: {} for topic in [*OUTPUTS, "depth/camera_info"]}
-        self.diagnostics: list[DiagnosticArray] = []
-        for topic in OUTPUTS:
-            self.node.create_subscription(Image, topic, self._recorder(topic), 10)
         best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.node.create_subscription(
-            CameraInfo, "depth/camera_info", self._recorder("depth/camera_info"), best_effort
+        super().__init__(
+            [*OUTPUTS, "depth/camera_info"],
+            namespace=namespace,
+            keep="message",
+            qos=10,
+            qos_overrides={"depth/camera_info": best_effort},
+            name="probe",
         )
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.image_best_effort = self.node.create_publisher(Image, "image", best_effort)
         self.image_reliable = self.node.create_publisher(Image, "image", 10)
         self.camera_info = self.node.create_publisher(CameraInfo, "camera_info", 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _recorder(self, topic):
-        def record(msg):
-            with self.lock:
-                self.outputs[topic][stamp_ns(msg)] = msg
-
-        return record
-
-    def _on_diagnostics(self, msg):
-        with self.lock:
-            self.diagnostics.append(msg)
 
     def wait(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if predicate():
-                    return True
-            time.sleep(0.05)
-        return False
+        return self.wait_for(predicate, timeout)
 
     def all_outputs(self, stamp: int, topics=None) -> bool:
         return all(stamp in self.outputs[t] for t in (topics or self.outputs))
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 @pytest.fixture(scope="module")
 def running_node(tmp_path_factory):
     namespace = f"/mtl_test_{uuid.uuid4().hex[:8]}"
     log = tmp_path_factory.mktemp("node") / "node.log"
-    with open(log, "w") as sink:
-        process = subprocess.Popen(
-            node_command(
-                "-r",
-                f"__ns:={namespace}",
-                "-p",
-                "publish_flow:=true",
-                "-p",
-                "diagnostics_period:=0.5",
-                "-p",
-                "error_throttle:=0.0",
-                "-p",
-                "palette_rgb:=[0x804080, 0x4682B4, 0xDC143C, 0x00008E, 0x000000]",
-                "-p",
-                f"qos_overrides.{namespace}/depth/camera_info.publisher.reliability:=best_effort",
-            ),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    args = node_args(
+        "-p",
+        "publish_flow:=true",
+        "-p",
+        "diagnostics_period:=0.5",
+        "-p",
+        "error_throttle:=0.0",
+        "-p",
+        "palette_rgb:=[0x804080, 0x4682B4, 0xDC143C, 0x00008E, 0x000000]",
+        "-p",
+        f"qos_overrides.{namespace}/depth/camera_info.publisher.reliability:=best_effort",
+    )
+    with harness.node_process(args, namespace=namespace, log_path=log, stop_timeout=15) as process:
         probe = Probe(namespace)
         try:
             # ready when the node has subscribed to our image topic and every output has a publisher
-            ready = probe.wait(
+            ready = harness.wait_until(
                 lambda: (
                     probe.image_reliable.get_subscription_count() > 0
                     and all(probe.node.count_publishers(f"{namespace}/{t}") > 0 for t in OUTPUTS)
                 ),
                 timeout=60,
+                process=process,
             )
             assert ready, f"node did not come up:\n{log.read_text()}"
             yield process, probe, log
         finally:
             probe.close()
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
     print(log.read_text())
     assert process.returncode == 0, "the node did not exit cleanly on SIGINT"
 

@@ -6,6 +6,7 @@ the node's own diagnostics agree with what was received, and scores the outputs 
 """
 
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -13,9 +14,9 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
 pytest.importorskip("rclpy")
+from mtl_perception.ros.harness import console_script  # noqa: E402
 from mtl_perception.ros.replay import (  # noqa: E402
     OUTPUT_TOPICS,
-    console_script,
     evaluate,
     image_stamps,
     read_ground_truth,
@@ -89,14 +90,9 @@ def test_replay_every_processed_frame_has_every_output(bag, tmp_path):
         "diagnostics_period:=0.5",
     ]
     log = tmp_path / "node.log"
-    recorder, run = run_replay(bag, node_args, rate=0.5, log_path=log)
-    try:
-        with recorder.lock:
-            outputs = {stamp: dict(v) for stamp, v in recorder.outputs.items()}
-            headers = dict(recorder.headers)
-    finally:
-        recorder.close()
-    assert run["node_exit_code"] == 0, log.read_text()
+    run = run_replay(bag=bag, node_args=node_args, rate=0.5, log_path=log)
+    outputs = run.outputs
+    assert run.node_exit_code == 0, log.read_text()
     stamps = image_stamps(bag)
     assert len(stamps) == FRAMES
     assert outputs, f"no outputs recorded:\n{log.read_text()}"
@@ -104,9 +100,9 @@ def test_replay_every_processed_frame_has_every_output(bag, tmp_path):
     assert stamps[-1] in outputs  # keep-latest never drops the last frame
     for stamp, by_topic in outputs.items():
         assert set(by_topic) == set(OUTPUT_TOPICS), (stamp, sorted(by_topic))
-        assert {headers[(t, stamp)] for t in OUTPUT_TOPICS} == {"camera_left_optical_frame"}
+        assert {run.frame_ids[t][stamp] for t in OUTPUT_TOPICS} == {"camera_left_optical_frame"}
         assert by_topic["depth"].shape == (H, W) and by_topic["motion/overlay"].shape == (H, W, 3)
-    diagnostics = run["diagnostics"]
+    diagnostics = run.diagnostics
     assert int(diagnostics["frames_processed"]) == len(outputs)
     assert int(diagnostics["frames_received"]) == FRAMES
     assert int(diagnostics["frames_dropped"]) == FRAMES - len(outputs)
@@ -128,3 +124,12 @@ def test_replay_every_processed_frame_has_every_output(bag, tmp_path):
             rtol=1e-6,
         )
     assert 0 <= scores["depth_ard"] and np.isfinite(scores["depth_ard"])
+
+
+def test_replay_names_a_node_that_fails_to_start(bag, tmp_path):
+    """An impossible parameter: run_replay raises at once with the node's own message, not after a timeout."""
+    log = tmp_path / "node.log"
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)exited with [1-9].*network_height"):
+        run_replay(bag=bag, node_args=["-p", "network_height:=100"], log_path=log, startup_timeout=120)
+    assert time.monotonic() - began < 100

@@ -1,4 +1,5 @@
-"""ROS 2 glue: the node, the bag player and Image conversions (the only place that talks to rclpy).
+"""ROS 2 glue: the node, the bag player, Image conversions, and the harness and replay evaluation that drive
+the node from outside (the only place that talks to rclpy).
 
-Importing this package does not import rclpy; only ``node`` and ``play_bag`` do.
+Importing this package does not import rclpy; ``node`` does, the others only when they are used.
 """

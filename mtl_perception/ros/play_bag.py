@@ -37,6 +37,7 @@ def _playback_qos():
 
 def play(
     bag: Path,
+    *,
     rate: float = 1.0,
     loop: bool = False,
     topics: list[str] | None = None,
@@ -143,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         n = play(
             args.bag,
-            args.rate,
-            args.loop,
-            args.topics,
-            args.start_delay,
-            args.wait_for_subscribers,
-            args.wait_timeout,
+            rate=args.rate,
+            loop=args.loop,
+            topics=args.topics,
+            start_delay=args.start_delay,
+            wait_for_subscribers=args.wait_for_subscribers,
+            wait_timeout=args.wait_timeout,
             progress=not args.quiet,
         )
     except (FileNotFoundError, ValueError) as exc:
