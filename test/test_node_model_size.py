@@ -5,12 +5,6 @@
 the model file (and, for a checkpoint, the size the user chose) and must publish at the model's size.
 """
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +16,7 @@ from test_node_process import Probe, make_image, send_and_wait  # noqa: E402
 
 from mtl_perception.inference.export import export_onnx  # noqa: E402
 from mtl_perception.model import build_model, save_checkpoint  # noqa: E402
+from mtl_perception.ros.harness import start_node, stop_process  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -29,14 +24,7 @@ PARAMS_FILE = Path(__file__).resolve().parents[1] / "config" / "params.yaml"
 TASK_TOPICS = ["depth", "semantic", "motion"]
 
 
-def packaged_params_command(namespace: str, *overrides: str) -> list[str]:
-    exe = shutil.which("mtl_perception_node", path=os.path.dirname(sys.executable))
-    if exe is None:
-        pytest.fail("mtl_perception_node is not installed next to the test interpreter (pip install -e .)")
-    return [exe, "--ros-args", "--params-file", str(PARAMS_FILE), "-r", f"__ns:={namespace}", *overrides]
-
-
-def test_packaged_params_publish_at_the_model_size(tmp_path):
+def test_packaged_params_publish_at_the_model_size(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = build_model(preset="lite", num_semantic_classes=5)
     onnx_file = export_onnx(model, tmp_path / "exported_192x384.onnx", 192, 384)
@@ -52,19 +40,14 @@ def test_packaged_params_publish_at_the_model_size(tmp_path):
             (128, 256),
         ),
     }
-    env = {**os.environ, "MTL_PERCEPTION_CACHE": str(tmp_path / "cache")}  # the checkpoint's ONNX export
+    monkeypatch.setenv("MTL_PERCEPTION_CACHE", str(tmp_path / "cache"))  # the checkpoint's ONNX export
     runs = {}
     for name, (overrides, _) in cases.items():  # side by side: each start pays the torch import
         namespace = f"/mtl_size_{uuid.uuid4().hex[:8]}"
         log = tmp_path / f"{namespace[1:]}.log"
-        with open(log, "w") as sink:
-            process = subprocess.Popen(
-                packaged_params_command(namespace, *overrides),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-            )
+        process = start_node(
+            ["--params-file", str(PARAMS_FILE), *overrides], namespace=namespace, log_path=log
+        )
         runs[name] = (process, namespace, log)
     try:
         for name, (process, namespace, log) in runs.items():
@@ -80,15 +63,7 @@ def test_packaged_params_publish_at_the_model_size(tmp_path):
                 probe.close()
     finally:
         for process, _, _ in runs.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for process, _, _ in runs.values():
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 1))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
     logs = {name: log.read_text() for name, (_, _, log) in runs.items()}
     for name, (process, _, _) in runs.items():
         assert process.returncode == 0, (name, logs[name])
