@@ -20,16 +20,19 @@ every output, so exact-time synchronisers downstream never stall. ``PipelineResu
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtl_perception.device_io import (
+    HostStaging,
+    NonFiniteOutputError,  # noqa: F401 - raised by process(); imported from here by the node
+    StageTimer,
+    download_checked,
+)
 from mtl_perception.flow import (
     CONFIDENCE_MODES,
     DEFAULT_CONFIDENCE_MODE,
@@ -42,10 +45,6 @@ from mtl_perception.flow import (
 DEFAULT_FLOW_DT = 2.0 / 17.0
 OUTPUT_SIZES = ("network", "input")
 STAGES = ("preprocess", "flow", "network", "postprocess")  # the keys of PipelineResult.timings
-
-
-class NonFiniteOutputError(ValueError):
-    """The network produced NaN/Inf; the frame is rejected rather than published."""
 
 
 def check_options(
@@ -62,24 +61,6 @@ def check_options(
         raise ValueError(f"reset_gap_factor must be >= 1, got {reset_gap_factor}")
     if confidence_mode not in CONFIDENCE_MODES:
         raise ValueError(f"confidence_mode must be one of {CONFIDENCE_MODES}, got {confidence_mode!r}")
-
-
-class StageTimer:
-    """Wall-clock milliseconds per named stage; synchronises CUDA so GPU work lands in the right stage."""
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.sync = torch.device(device).type == "cuda"
-        self.times: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.sync:
-                torch.cuda.synchronize()
-            self.times[stage] = self.times.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
 
 
 @dataclass
@@ -110,14 +91,21 @@ class _HistoryEntry:
     features: FrameFeatures
 
 
-def upload_rgb(image, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB (numpy or tensor) -> (1, 3, H, W) float32 0..255 on ``device`` (one copy)."""
+def upload_rgb(image, device: torch.device, staging: HostStaging | None = None) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB (numpy or tensor) -> (1, 3, H, W) float32 0..255 on ``device`` (one copy).
+
+    With ``staging`` a host frame bound for CUDA goes through its pinned buffer as an asynchronous copy;
+    a copy from pageable memory would make the host wait for it (one more sync per frame).
+    """
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image))
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {tuple(image.shape)} {image.dtype}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"zero-size image {tuple(image.shape)}")
+    device = torch.device(device)
+    if staging is not None and device.type == "cuda" and image.device.type == "cpu":
+        image = staging.to_device(image, device)
     return image.to(device).permute(2, 0, 1).unsqueeze(0).float()
 
 
@@ -130,9 +118,15 @@ class FlowInput:
     confidence of ``confidence_mode`` (:meth:`pair`). No partner: zero flow and zero confidence.
     """
 
-    def __init__(self, params: FarnebackParams, device: torch.device, confidence_mode: str) -> None:
+    def __init__(
+        self, params: FarnebackParams, device: torch.device, confidence_mode: str, cuda_graph: bool = True
+    ) -> None:
         self.device = torch.device(device)
-        self.flow = StreamingFarneback(params, device=self.device, confidence_mode=confidence_mode)
+        # A CUDA graph replays the ~2,500 kernel launches of one flow at once (eager, the flow is bound
+        # by Python launch overhead); StreamingFarneback falls back to eager if the capture fails.
+        self.flow = StreamingFarneback(
+            params, device=self.device, confidence_mode=confidence_mode, cuda_graph=cuda_graph
+        )
 
     def reset(self) -> None:
         """Drop the per-size constants (the camera resolution changed)."""
@@ -184,6 +178,7 @@ class PerceptionPipeline:
         self.network_size = tuple(int(v) for v in backend.input_size)
         self.uses_flow = "flow" in tuple(getattr(backend, "streams", ("flow", "image")))
         self.flow_input = FlowInput(self.flow_params, self.device, confidence_mode)
+        self.staging = HostStaging()
         self.history: deque[_HistoryEntry] = deque(maxlen=max_history)
         self._key: tuple | None = None
         self._last_stamp: float | None = None
@@ -241,13 +236,14 @@ class PerceptionPipeline:
         ``stamp`` is the capture time in seconds; ``encoding`` is the source encoding (a change resets
         the flow history). ``timings`` carries stages measured by the caller (e.g. ``convert``).
         Raises ``NonFiniteOutputError`` when an output is not finite (the frame is rejected and the
-        history is left as it was): the one finiteness check per frame, on the host after the download.
+        history is left as it was): the one finiteness check per frame, counted on the device and read
+        with the single download. On CUDA the frame costs one host sync, that download.
         """
         timer = StageTimer(self.device)
         if timings:
             timer.times.update(timings)
         with timer("preprocess"):
-            frame = upload_rgb(image, self.device)
+            frame = upload_rgb(image, self.device, self.staging)
             input_size = tuple(frame.shape[-2:])
             net_image = resize_for_network(frame, self.network_size)
         key = (input_size, encoding)
@@ -272,7 +268,10 @@ class PerceptionPipeline:
             # inputs finite by construction (uint8 image, Farnebäck of it): the outputs are checked instead
             outputs = self.backend.run(net_image, flow_input if self.uses_flow else None, check_finite=False)
         with timer("postprocess"):
-            arrays = self._postprocess(outputs, net_image, flow, input_size, want_flow, want_image)
+            device_arrays = self._postprocess(outputs, net_image, flow, input_size, want_flow, want_image)
+        # Outside every stage: each stage's CUDA events precede this copy, so reading them waits for nothing.
+        arrays = download_checked(device_arrays)
+        timer.finish()
 
         # Only a frame that produced valid outputs enters the history.
         self._key, self._last_stamp = key, stamp
@@ -286,7 +285,10 @@ class PerceptionPipeline:
             partner_dt=None if partner is None else stamp - partner.stamp,
         )
 
-    def _postprocess(self, outputs, net_image, flow, input_size, want_flow, want_image) -> dict:
+    def _postprocess(
+        self, outputs, net_image, flow, input_size, want_flow, want_image
+    ) -> dict[str, torch.Tensor]:
+        """Device tensors at the output size, ready for :func:`~mtl_perception.device_io.download_checked`."""
         out_size = self.network_size if self.output_size == "network" else input_size
         resize = tuple(out_size) != tuple(self.network_size)
         device_arrays: dict[str, torch.Tensor] = {}
@@ -310,7 +312,8 @@ class PerceptionPipeline:
             if resize:
                 sy, sx = out_size[0] / flow.shape[-2], out_size[1] / flow.shape[-1]
                 flow_out = F.interpolate(flow[None], size=out_size, mode="bilinear", align_corners=False)[0]
-                flow_out = flow_out * torch.tensor([sx, sy], device=flow.device).view(2, 1, 1)
+                # scaled per channel by Python floats: a tensor made from a list is a host->device copy
+                flow_out = torch.stack((flow_out[0] * sx, flow_out[1] * sy))
             device_arrays["flow"] = flow_out.permute(1, 2, 0)
         if want_image:
             image = net_image
@@ -318,16 +321,7 @@ class PerceptionPipeline:
                 image = F.interpolate(net_image, size=out_size, mode="bilinear", align_corners=False)
             device_arrays["image"] = image[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
 
-        host = _download(device_arrays)
-        for key, what in (("depth", "network depth output"), ("flow", "flow")):
-            values = host.get(key)
-            if values is not None and not np.isfinite(values).all():
-                bad = int((~np.isfinite(values)).sum())
-                raise NonFiniteOutputError(f"{what} has {bad} non-finite values; frame rejected")
-        depth = host.get("depth")
-        if depth is not None:
-            depth[depth <= 0] = np.nan
-        return {key: host.get(key) for key in ("depth", "semantic", "motion", "flow", "image")}
+        return device_arrays
 
 
 def resize_for_network(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -343,31 +337,6 @@ def resize_for_network(image: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
     # Rounded to whole grey levels: the same values an offline uint8 resize of the frame gives.
     return resized.round_().clamp_(0.0, 255.0)
-
-
-def _download(arrays: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Device tensors -> writable host numpy arrays with a single device->host transfer.
-
-    On a GPU the outputs are packed into one byte buffer first (one copy, one synchronisation); on the CPU
-    they are handed over without any copy.
-    """
-    if not arrays:
-        return {}
-    first = next(iter(arrays.values()))
-    if first.device.type == "cpu":
-        return {key: value.contiguous().numpy() for key, value in arrays.items()}
-    parts, layout = [], []
-    for key, value in arrays.items():
-        value = value.contiguous()
-        parts.append(value.reshape(-1).view(torch.uint8))
-        layout.append((key, value.dtype, tuple(value.shape), value.numel() * value.element_size()))
-    packed = torch.cat(parts).cpu().numpy()
-    host, offset = {}, 0
-    for key, dtype, shape, nbytes in layout:
-        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-        host[key] = packed[offset : offset + nbytes].view(np_dtype).reshape(shape)
-        offset += nbytes
-    return host
 
 
 # --------------------------------------------------------------------------------------- visualisation

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception import pipeline as pipeline_module
+from mtl_perception import device_io
 from mtl_perception.flow import COMMON, CONFIDENCE_MODES, DEFAULT_CONFIDENCE_MODE, calc_optical_flow_farneback
 from mtl_perception.pipeline import (
     FlowInput,
@@ -195,7 +195,7 @@ def test_colorize_and_overlay():
 def test_stage_timer_accumulates(monkeypatch):
     """Two timings of one stage add up (a timer that kept only the last one, or none, fails)."""
     clock = iter([10.0, 10.25, 20.0, 20.5])  # perf_counter at start / end of each block, seconds
-    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(device_io.time, "perf_counter", lambda: next(clock))
     timer = StageTimer("cpu")
     with timer("a"):
         pass
