@@ -37,11 +37,19 @@ pip=("$PY" -m pip --disable-pip-version-check --no-input)
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "${pip[@]}" install -r requirements/torch.txt
 fi
+# onnxruntime and onnxruntime-gpu install the same `onnxruntime` module: the CPU pin installed over a
+# user's GPU build would shadow it (and ONNX Runtime would run on the CPU), so it is left out then.
+base=requirements/base.txt
+if "$PY" -c "import importlib.metadata as m; m.distribution('onnxruntime-gpu')" 2>/dev/null; then
+  echo "setup: onnxruntime-gpu is installed; keeping it (the onnxruntime CPU pin is skipped)"
+  grep -vE '^onnxruntime==' requirements/base.txt > "$VENV/requirements-ort-gpu.txt"
+  base="$VENV/requirements-ort-gpu.txt"
+fi
 if [ "$system_ros" = 1 ]; then
-  grep -vE '^(numpy|opencv-python-headless)==' requirements/base.txt > "$VENV/requirements-system-ros.txt"
+  grep -vE '^(numpy|opencv-python-headless)==' "$base" > "$VENV/requirements-system-ros.txt"
   "${pip[@]}" install -r "$VENV/requirements-system-ros.txt" 'numpy<2' 'opencv-python-headless<4.11'
 else
-  "${pip[@]}" install -r requirements/base.txt
+  "${pip[@]}" install -r "$base"
   if ! "$PY" -c "import rclpy" 2>/dev/null; then
     "${pip[@]}" install -r requirements/ros-jazzy.txt
   fi

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .params import OPTFLOW_FARNEBACK_GAUSSIAN, FarnebackParams
+from .precision import ieee_fp32
 
 MIN_LEVEL_SIZE = 32  # OpenCV stops adding pyramid levels below this many pixels
 _BORDER = (0.14, 0.14, 0.4472, 0.4472, 0.4472)  # OpenCV's matrix-update weights near the frame edge
@@ -330,6 +331,7 @@ class FarnebackEngine:
         return wy @ x @ wx.T
 
     # ---------------------------------------------------------------- per-frame expansion
+    @ieee_fp32()  # TF32 convolutions would break the parity with cv2 (precision.py)
     def expand(self, gray: torch.Tensor) -> FrameFeatures:
         """(N, 1, H, W) float32 frame -> its polynomial expansion at every level."""
         n = self._poly_n
@@ -371,6 +373,7 @@ class FarnebackEngine:
                 flow = self._step(r0, r1, flow, gx, gy, border, self._win)
         return flow
 
+    @ieee_fp32()
     def flow(
         self, prev: FrameFeatures, nxt: FrameFeatures, initial_flow: torch.Tensor | None = None
     ) -> torch.Tensor:

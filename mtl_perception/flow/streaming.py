@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .api import check_finite
 from .confidence import CONFIDENCE_MODES, DEFAULT_CONFIDENCE_MODE, forward_backward_confidence
 from .farneback import FarnebackEngine, FrameFeatures
 from .params import CUDA_DEFAULTS, OPTFLOW_USE_INITIAL_FLOW, FarnebackParams
+
+LOG = logging.getLogger("mtl_perception.flow")
 
 
 class StreamingFarneback:
@@ -19,7 +23,9 @@ class StreamingFarneback:
 
     ``compile=True`` wraps the per-iteration kernels in ``torch.compile`` (optional; first call pays the
     compile time). ``cuda_graph=True`` (CUDA only) captures the whole coarse-to-fine solve once per
-    shape and replays it, removing the per-kernel launch overhead.
+    shape and replays it, removing the per-kernel launch overhead (one flow at 384x768 is ~2,500 kernel
+    launches); replays give the eager result. A capture that fails is logged once and the stream runs
+    eagerly from then on (``graph_failure`` keeps the reason).
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class StreamingFarneback:
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self._engine: FarnebackEngine | None = None
         self._graphs: dict[tuple, tuple] = {}
+        self.graph_failure: str | None = None
 
     def reset(self) -> None:
         """Drop the per-size constants and captured graphs (call when the camera resolution changes)."""
@@ -102,7 +109,14 @@ class StreamingFarneback:
                 raise ValueError(f"initial_flow must be (N,2,H,W) = {(prev.batch, 2, *prev.size)}")
             init = init.to(device=self.device, dtype=torch.float32)
         if self.cuda_graph and init is None:
-            out, conf = self._graph_run(prev, nxt, confidence)
+            try:
+                out, conf = self._graph_run(prev, nxt, confidence)
+            except RuntimeError as error:  # capture refused (an op that syncs, a driver limit): go eager
+                self.graph_failure = f"{type(error).__name__}: {error}"
+                self.cuda_graph = False
+                self._graphs.clear()
+                LOG.warning("flow: CUDA graph capture failed (%s); running eagerly", self.graph_failure)
+                out, conf = self._run(prev, nxt, confidence, init)
         else:
             out, conf = self._run(prev, nxt, confidence, init)
         if not (prev.batched or nxt.batched):

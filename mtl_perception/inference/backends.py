@@ -3,31 +3,36 @@
 Every backend takes raw inputs (image RGB 0..255, flow px + confidence) on its device and returns
 {"depth": float32 (N,1,H,W) metres, "semantic"/"motion": uint8 (N,H,W) class ids} on the same device.
 ONNX Runtime and TensorRT run the static batch-1 graph written by `export.py`; a batch of N is run
-sample by sample.
+sample by sample. The backends live in torch_backend.py, onnxruntime_backend.py, tensorrt_backend.py;
+this module opens a model on one of them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from abc import ABC, abstractmethod
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import Tensor
-
-from mtl_perception.model import ModelConfig, MultiTaskNet
 
 from . import engine_cache
+from .base import Backend, default_cache_dir
 from .export import export_onnx, model_from_source, read_onnx_metadata
+from .onnxruntime_backend import OnnxRuntimeBackend
+from .tensorrt_backend import TensorRTBackend
+from .torch_backend import TorchBackend
 
 LOG = logging.getLogger("mtl_perception.inference")
+__all__ = ["Backend", "OnnxRuntimeBackend", "TensorRTBackend", "TorchBackend", "create_backend"]
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS = ("fp32", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 # Input size of a model that has none of its own (a checkpoint, the untrained fallback): TI's 384 x 768.
 DEFAULT_INPUT_SIZE = (384, 768)
+
+
+class BackendError(ValueError):
+    """A backend failed to start for a reason of its own (a library error, a missing API, a driver error)."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -46,377 +51,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available on this machine")
     return resolved
-
-
-def default_cache_dir() -> Path:
-    """$MTL_PERCEPTION_CACHE, else ~/.cache/mtl_perception (exported ONNX files and TensorRT engines)."""
-    return Path(os.environ.get("MTL_PERCEPTION_CACHE", Path.home() / ".cache" / "mtl_perception"))
-
-
-class Backend(ABC):
-    """Common interface and input validation; subclasses implement `_infer` on validated inputs."""
-
-    name: str = "backend"
-
-    def __init__(self, config: ModelConfig, device: torch.device, input_size: tuple[int, int]) -> None:
-        self.config = config
-        if device.type == "cuda" and device.index is None:  # pin "cuda" to a concrete device for checks
-            device = torch.device("cuda", torch.cuda.current_device())
-        self.device = device
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.tasks = config.tasks
-        self.streams = config.streams
-        self.num_semantic_classes = int(config.num_semantic_classes)
-
-    def run(
-        self, image: Tensor, flow: Tensor | None = None, *, check_finite: bool = True
-    ) -> dict[str, Tensor]:
-        """Validate, infer. `flow` is required iff the network has a flow stream (ignored otherwise).
-
-        NaN/Inf inputs raise instead of silently producing NaN depth. The scan costs one device sync on
-        CUDA, so a caller whose inputs are finite by construction and that checks the outputs (the
-        pipeline: image from uint8, outputs checked after its one download) passes check_finite=False.
-        """
-        self._check("image", image)
-        if "flow" in self.streams:
-            if flow is None:
-                raise ValueError(
-                    f"flow: {self.name} needs a flow input of shape {self._expected(image.shape[0])}"
-                )
-            self._check("flow", flow, batch=image.shape[0])
-        else:
-            flow = None
-        if check_finite:
-            for name, x in (("image", image), ("flow", flow)):
-                if x is not None and not bool(torch.isfinite(x).all()):
-                    raise ValueError(f"{name}: contains NaN or Inf values")
-        with torch.inference_mode():
-            return self._infer(image, flow)
-
-    def _expected(self, batch: int | str = "N") -> str:
-        return f"({batch}, 3, {self.input_size[0]}, {self.input_size[1]}) float32 on {self.device}"
-
-    def _check(self, name: str, x: object, batch: int | None = None) -> None:
-        expected = self._expected(batch if batch is not None else "N")
-        if not isinstance(x, Tensor):
-            raise ValueError(f"{name}: expected a tensor {expected}, got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, *self.input_size) or x.shape[0] < 1:
-            raise ValueError(f"{name}: expected shape {expected}, got {tuple(x.shape)}")
-        if batch is not None and x.shape[0] != batch:
-            raise ValueError(f"{name}: expected shape {expected}, got {tuple(x.shape)}")
-        if x.dtype != torch.float32:
-            raise ValueError(f"{name}: expected dtype float32 ({expected}), got {x.dtype}")
-        if x.device.type != self.device.type or (
-            self.device.type == "cuda" and x.device.index not in (None, self.device.index)
-        ):
-            raise ValueError(f"{name}: expected a tensor on {self.device}, got {x.device}")
-
-    @abstractmethod
-    def _infer(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        """Validated inputs on the device -> contract outputs on the device."""
-
-    def __repr__(self) -> str:
-        h, w = self.input_size
-        return f"<{type(self).__name__} {self.name} {h}x{w} tasks={self.tasks}>"
-
-
-def _to_deploy(raw: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Raw network outputs -> contract outputs (argmax over classes, uint8 ids, float32 depth)."""
-    return {t: v.float() if t == "depth" else v.argmax(dim=1).to(torch.uint8) for t, v in raw.items()}
-
-
-class TorchBackend(Backend):
-    """Eager PyTorch, channels_last by default (oneDNN/cuDNN depthwise convs are ~2x faster in NHWC);
-    on CUDA optionally fp16, and a CUDA graph for the fixed batch-1 shape."""
-
-    def __init__(
-        self,
-        model: MultiTaskNet,
-        device: torch.device,
-        precision: str = "fp32",
-        input_size: tuple[int, int] = (384, 768),
-        channels_last: bool | None = None,
-        cuda_graphs: bool | None = None,
-    ) -> None:
-        super().__init__(model.config, device, input_size)
-        cuda = device.type == "cuda"
-        if precision == "fp16" and not cuda:
-            raise ValueError("precision fp16: the PyTorch backend supports fp16 only on CUDA")
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.memory_format = torch.contiguous_format if channels_last is False else torch.channels_last
-        self.model = model.eval().to(device=device, dtype=self.dtype, memory_format=self.memory_format)
-        self.use_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static_in: list[Tensor] = []
-        self._static_out: dict[str, Tensor] = {}
-        self.name = f"torch-{device.type}-{precision}" + ("-cudagraph" if self.use_graphs else "")
-
-    def _prepare(self, x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.to(dtype=self.dtype, memory_format=self.memory_format)
-
-    def _eager(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        return _to_deploy(self.model(self._prepare(image), self._prepare(flow)))
-
-    def _infer(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        if not self.use_graphs or image.shape[0] != 1:
-            return self._eager(image, flow)
-        if self._graph is None:
-            self._capture(image, flow)
-        self._static_in[0].copy_(image)
-        if flow is not None:
-            self._static_in[1].copy_(flow)
-        self._graph.replay()
-        return {k: v.clone() for k, v in self._static_out.items()}  # the graph overwrites them next call
-
-    def _capture(self, image: Tensor, flow: Tensor | None) -> None:
-        """Warm up on a side stream (cuDNN autotuning, allocator), then capture one batch-1 forward."""
-        self._static_in = [image.clone()] + ([flow.clone()] if flow is not None else [])
-        static_flow = self._static_in[1] if flow is not None else None
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._eager(self._static_in[0], static_flow)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._static_out = self._eager(self._static_in[0], static_flow)
-        self._graph = graph
-        LOG.info("%s: captured a CUDA graph for %s", self.name, tuple(image.shape))
-
-
-class OnnxRuntimeBackend(Backend):
-    """ONNX Runtime on CPU, or CUDA with IO binding on torch tensors so data never leaves the GPU."""
-
-    def __init__(
-        self,
-        onnx_path: str | os.PathLike,
-        device: torch.device,
-        input_size: tuple[int, int] | None = None,
-        threads: int | None = None,
-    ) -> None:
-        import onnxruntime as ort
-
-        onnx_path = Path(onnx_path)
-        config, spec = read_onnx_metadata(onnx_path)
-        size = tuple(spec["input_size"])
-        if input_size is not None and tuple(input_size) != size:
-            raise ValueError(
-                f"{onnx_path}: exported for {size[0]}x{size[1]}, requested {input_size[0]}x"
-                f"{input_size[1]}; re-export with export_model --height/--width"
-            )
-        super().__init__(config, device, size)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        if device.type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ValueError(
-                    "onnxruntime: CUDAExecutionProvider is not available (install onnxruntime-gpu)"
-                )
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
-        except Exception as exc:
-            raise ValueError(
-                f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})"
-            ) from exc
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs() if o.name in self.tasks]
-        self.output_specs = spec["outputs"]
-        self.name = f"onnxruntime-{device.type}-fp32"
-
-    def _infer(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        per_sample = [
-            self._run_one(image[i : i + 1], None if flow is None else flow[i : i + 1])
-            for i in range(image.shape[0])
-        ]
-        return {k: torch.cat([s[k] for s in per_sample]) for k in per_sample[0]}
-
-    def _feeds(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        named = {"image": image, "flow": flow}
-        return {name: named[name].contiguous() for name in self.input_names}
-
-    def _run_one(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        feeds = self._feeds(image, flow)
-        if self.device.type != "cuda":
-            values = self.session.run(self.output_names, {k: v.numpy() for k, v in feeds.items()})
-            raw = {k: torch.from_numpy(v) for k, v in zip(self.output_names, values, strict=True)}
-        else:
-            raw = self._run_cuda(feeds)
-        return {k: v if k == "depth" else v.to(torch.uint8) for k, v in raw.items()}
-
-    def _run_cuda(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
-        binding = self.session.io_binding()
-        index = self.device.index or 0
-        for name, tensor in feeds.items():
-            binding.bind_input(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
-        outputs = {}
-        for name in self.output_names:
-            spec = self.output_specs[name]
-            dtype = torch.float32 if spec["dtype"] == "float32" else torch.int32
-            outputs[name] = torch.empty(spec["shape"], dtype=dtype, device=self.device)
-            binding.bind_output(
-                name,
-                "cuda",
-                index,
-                np.float32 if dtype == torch.float32 else np.int32,
-                spec["shape"],
-                outputs[name].data_ptr(),
-            )
-        torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch kernels are complete
-        self.session.run_with_iobinding(binding)
-        return outputs
-
-
-def _trt_torch_dtype(trt, dtype) -> torch.dtype:
-    table = {
-        trt.float32: torch.float32,
-        trt.float16: torch.float16,
-        trt.int32: torch.int32,
-        trt.int8: torch.int8,
-        trt.bool: torch.bool,
-    }
-    for name, torch_dtype in (("int64", torch.int64), ("uint8", torch.uint8)):
-        if hasattr(trt, name):
-            table[getattr(trt, name)] = torch_dtype
-    return table[dtype]
-
-
-class TensorRTBackend(Backend):
-    """TensorRT engine built from the exported ONNX (fp16 by default), cached with a key (engine_cache.py)."""
-
-    def __init__(
-        self,
-        model_path: str | os.PathLike,
-        device: torch.device,
-        precision: str = "fp16",
-        input_size: tuple[int, int] | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        workspace_bytes: int = 1 << 30,
-    ) -> None:
-        import tensorrt as trt
-
-        if device.type != "cuda" or not torch.cuda.is_available():
-            raise ValueError("tensorrt: needs a CUDA device")
-        self.trt = trt
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        model_path = Path(model_path)
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        device = torch.device("cuda", index)
-        runtime_key = {
-            "tensorrt_version": trt.__version__,
-            "gpu_name": torch.cuda.get_device_name(index),
-            "compute_capability": list(torch.cuda.get_device_capability(index)),
-        }
-        if model_path.suffix == ".engine":
-            stored = engine_cache.check_engine_for_runtime(model_path, runtime_key)
-            engine_path = model_path
-            precision = stored.get("precision", precision)
-        else:
-            stored, engine_path = self._cached_engine(
-                model_path, runtime_key, precision, cache_dir, workspace_bytes
-            )
-        config = ModelConfig.from_dict(stored["config"])
-        size = tuple(stored["input_size"])
-        if input_size is not None and tuple(input_size) != size:
-            raise ValueError(
-                f"{engine_path}: built for {size[0]}x{size[1]}, requested {input_size[0]}x{input_size[1]}"
-            )
-        super().__init__(config, device, size)
-        plan = engine_path.read_bytes()
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
-        if self.engine is None:
-            raise ValueError(
-                f"{engine_path}: TensorRT could not deserialise the engine (corrupt or incompatible)"
-            )
-        self.context = self.engine.create_execution_context()
-        self.inputs: dict[str, tuple[int, ...]] = {}
-        self.outputs: dict[str, Tensor] = {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(self.engine.get_tensor_shape(name))
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self.inputs[name] = shape
-                self.context.set_input_shape(name, shape)
-            else:
-                dtype = _trt_torch_dtype(trt, self.engine.get_tensor_dtype(name))
-                self.outputs[name] = torch.empty(shape, dtype=dtype, device=device)
-                self.context.set_tensor_address(name, self.outputs[name].data_ptr())
-        self.name = f"tensorrt-cuda-{precision}"
-
-    def _cached_engine(self, onnx_path: Path, runtime_key: dict, precision: str, cache_dir, workspace_bytes):
-        config, spec = read_onnx_metadata(onnx_path)
-        size = tuple(spec["input_size"])
-        key = engine_cache.engine_key(
-            engine_cache.sha256_file(onnx_path),
-            runtime_key["tensorrt_version"],
-            runtime_key["gpu_name"],
-            runtime_key["compute_capability"],
-            precision,
-            {name: s["shape"] for name, s in spec["inputs"].items()},
-        )
-        engine_path, _ = engine_cache.cache_paths(
-            cache_dir or default_cache_dir(), onnx_path, precision, size
-        )
-        decision = engine_cache.decide(engine_path, key)
-        if decision.rebuild:
-            LOG.warning(
-                "TensorRT: building a %s engine for %s (%s); this can take several minutes",
-                precision,
-                onnx_path,
-                decision.reason,
-            )
-            plan = self._build(onnx_path, precision, workspace_bytes)
-            engine_cache.store_engine(
-                engine_path, plan, key, {"config": config.to_dict(), "input_size": list(size)}
-            )
-            LOG.warning("TensorRT: engine built and cached at %s", engine_path)
-        else:
-            LOG.info("TensorRT: %s", decision.reason)
-        return engine_cache.read_key(engine_cache.key_path_for(engine_path)), engine_path
-
-    def _build(self, onnx_path: Path, precision: str, workspace_bytes: int) -> bytes:
-        trt = self.trt
-        builder = trt.Builder(self.logger)
-        major = int(trt.__version__.split(".")[0])
-        flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise ValueError(f"{onnx_path}: TensorRT ONNX parser failed: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise ValueError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see TensorRT log)")
-        return bytes(plan)
-
-    def _infer(self, image: Tensor, flow: Tensor | None) -> dict[str, Tensor]:
-        results = []
-        stream = torch.cuda.current_stream(self.device)
-        for i in range(image.shape[0]):
-            named = {
-                "image": image[i : i + 1].contiguous(),
-                "flow": None if flow is None else flow[i : i + 1].contiguous(),
-            }
-            for name in self.inputs:
-                self.context.set_tensor_address(name, named[name].data_ptr())
-            if not self.context.execute_async_v3(stream.cuda_stream):
-                raise RuntimeError(f"{self.name}: execute_async_v3 failed")
-            results.append(
-                {
-                    t: self.outputs[t].clone() if t == "depth" else self.outputs[t].to(torch.uint8)
-                    for t in self.tasks
-                }
-            )
-        return {k: torch.cat([r[k] for r in results]) for k in results[0]}
 
 
 def _module_available(name: str) -> bool:
@@ -514,9 +148,14 @@ def create_backend(
             continue
         try:
             created = _create(choice, path, kind, device, precision, input_size, preset, seed, cache)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a backend fails in its own ways (AttributeError, ...)
             if backend != "auto":
-                raise
+                if isinstance(exc, ValueError):
+                    raise
+                raise BackendError(
+                    f"backend {choice!r} cannot run {path or f'a random {preset}'} on {device} "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
             LOG.warning("auto: %s failed (%s: %s); trying the next backend", choice, type(exc).__name__, exc)
             reasons.append(f"{choice}: failed ({exc})")
             continue

@@ -14,6 +14,7 @@ every backend on its fastest path; re-export for another size):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -104,7 +105,11 @@ def export_onnx(
     force: bool = False,
     source: str = "",
 ) -> Path:
-    """Export `model` to `out` (written atomically; an existing file is kept unless force=True)."""
+    """Export `model` to `out` (written atomically; an existing file is kept unless force=True).
+
+    The graph is traced from a float32 CPU copy in eval mode: the caller's model stays on its device,
+    in its dtype and in its train/eval mode.
+    """
     import onnx
 
     out = Path(out)
@@ -112,7 +117,7 @@ def export_onnx(
         raise ValueError(f"opset must be >= 17, got {opset}")
     if height <= 0 or width <= 0 or height % 16 or width % 16:
         raise ValueError(f"height and width must be positive multiples of 16, got {height}x{width}")
-    head = DeployHead(model, with_probabilities).eval().cpu()
+    head = DeployHead(copy.deepcopy(model).float().cpu(), with_probabilities).eval()
     args = []
     if "image" in model.streams:
         args.append(torch.full((1, 3, height, width), 128.0))
