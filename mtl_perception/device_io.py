@@ -76,9 +76,9 @@ class HostStaging:
     def to_device(self, image: torch.Tensor, device: torch.device) -> torch.Tensor:
         if self._buffer is None or self._buffer.shape != image.shape:
             self._buffer = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
-        elif self._copied is not None:
+        elif self._copied is not None and not self._copied.query():
             # The last copy out of the buffer must be done before it is overwritten. Every processed frame
-            # ends in a download that drained the stream, so in steady state this returns at once.
+            # ends in a download that drained the stream, so only a frame that failed midway waits here.
             self._copied.synchronize()
         self._buffer.copy_(image)
         on_device = self._buffer.to(device, non_blocking=True)
