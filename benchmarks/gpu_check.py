@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))  # the GPU image runs the checkout as it is, nothi
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mtl_perception.device_io import count_host_syncs  # noqa: E402
 from mtl_perception.flow import COMMON, CUDA_DEFAULTS, StreamingFarneback  # noqa: E402
 from mtl_perception.inference import TorchBackend, create_backend  # noqa: E402
 from mtl_perception.inference.export import export_onnx  # noqa: E402
@@ -251,20 +251,6 @@ def time_network(plan: Plan, scratch: Path) -> list[dict]:
     return rows
 
 
-def count_host_syncs(step) -> tuple[int, list[str]]:
-    """Host syncs during ``step`` (torch sync debug mode, one warning each) and where they were issued."""
-    torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    return len(syncs), [f"{Path(w.filename).name}:{w.lineno}" for w in syncs]
-
-
 def time_pipeline(plan: Plan) -> dict:
     h, w = plan.network_size
     precision = "fp16" if plan.device.type == "cuda" else "fp32"
@@ -301,8 +287,8 @@ def time_pipeline(plan: Plan) -> dict:
     }
     if plan.device.type == "cuda":
         frame = frames[plan.frames % len(frames)]
-        count, sites = count_host_syncs(lambda: pipe.process(frame, plan.frames / 30.0))
-        report.update(host_syncs_per_frame=count, host_sync_sites=sites)
+        sites = count_host_syncs(lambda: pipe.process(frame, plan.frames / 30.0))
+        report.update(host_syncs_per_frame=len(sites), host_sync_sites=sites)
     return report
 
 

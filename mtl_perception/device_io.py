@@ -7,9 +7,12 @@ per frame beyond these is device work that the host never waits for.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,3 +138,39 @@ def _download(arrays: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         host[key] = packed[offset : offset + nbytes].view(np_dtype).reshape(shape)
         offset += nbytes
     return host
+
+
+def count_host_syncs(step: Callable[[], object]) -> list[str]:
+    """Where ``step()`` made the host wait for the GPU: one ``file:line`` per sync (CUDA only).
+
+    torch's sync debug mode reports the syncs made through its copies and stream waits (``.cpu()``,
+    ``.item()``, ``Stream.synchronize()``, ...) but not ``torch.cuda.synchronize()`` or
+    ``Event.synchronize()``; those two are counted by wrapping them for the duration of the call.
+    """
+    device_sync, event_sync = torch.cuda.synchronize, torch.cuda.Event.synchronize
+    sites: list[str] = []
+
+    def caller() -> str:
+        frame = sys._getframe(2)
+        return f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
+
+    def counted_device_sync(*args, **kwargs):
+        sites.append(caller())
+        return device_sync(*args, **kwargs)
+
+    def counted_event_sync(event):
+        sites.append(caller())
+        return event_sync(event)
+
+    device_sync()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.synchronize, torch.cuda.Event.synchronize = counted_device_sync, counted_event_sync
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize, torch.cuda.Event.synchronize = device_sync, event_sync
+    reported = [w for w in caught if "called a synchronizing CUDA operation" in str(w.message)]
+    return sites + [f"{Path(w.filename).name}:{w.lineno}" for w in reported]

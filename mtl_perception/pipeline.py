@@ -220,8 +220,29 @@ class PerceptionPipeline:
         return min(self.history, key=lambda entry: abs(entry.stamp - goal))
 
     # ---------------------------------------------------------------------------------------- frame
-    @torch.inference_mode()
     def process(
+        self,
+        image,
+        stamp: float,
+        encoding: str = "rgb8",
+        *,
+        want_flow: bool = False,
+        want_image: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> PipelineResult:
+        """Run one frame (see :meth:`_process`) with the pipeline's GPU as the current device.
+
+        CUDA graph capture and the current stream follow the current device, so a pipeline on cuda:1
+        must not run its frames with cuda:0 current.
+        """
+        options = {"want_flow": want_flow, "want_image": want_image, "timings": timings}
+        if self.device.type != "cuda":
+            return self._process(image, stamp, encoding, **options)
+        with torch.cuda.device(self.device):
+            return self._process(image, stamp, encoding, **options)
+
+    @torch.inference_mode()
+    def _process(
         self,
         image,
         stamp: float,

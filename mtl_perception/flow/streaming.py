@@ -147,15 +147,16 @@ class StreamingFarneback:
                 sn = FrameFeatures(nxt.size, nxt.batch, static[1], nxt.engine_key)
                 return self._run(sp, sn, confidence)
 
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up outside the graph (allocator, cuDNN autotuning)
-                    run_static()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                outputs = run_static()
+            with torch.cuda.device(self.device):  # torch.cuda.graph captures on the current device
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # warm-up outside the graph (allocator, cuDNN autotuning)
+                        run_static()
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    outputs = run_static()
             self._graphs[key] = (graph, static, outputs)
         graph, static, (out, conf) = self._graphs[key]
         for dst, src in zip(static[0], prev.expansions, strict=True):

@@ -75,14 +75,15 @@ class TorchBackend(Backend):
         """Warm up on a side stream (cuDNN autotuning, allocator), then capture one batch-1 forward."""
         self._static_in = [image.clone()] + ([flow.clone()] if flow is not None else [])
         static_flow = self._static_in[1] if flow is not None else None
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._eager(self._static_in[0], static_flow)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._static_out = self._eager(self._static_in[0], static_flow)
+        with torch.cuda.device(self.device):  # torch.cuda.graph captures on the current device
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self._eager(self._static_in[0], static_flow)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._static_out = self._eager(self._static_in[0], static_flow)
         self._graph = graph
         LOG.info("%s: captured a CUDA graph for %s", self.name, tuple(image.shape))
