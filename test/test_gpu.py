@@ -33,10 +33,11 @@ H, W = 384, 768
 def process_tf32(request):
     """Set the process-wide cuDNN/cuBLAS float32 precision to ``request.param`` for one test."""
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = (conv.fp32_precision, matmul.fp32_precision)
+    saved = (conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark)
     conv.fp32_precision = matmul.fp32_precision = request.param
+    torch.backends.cudnn.benchmark = request.param == "tf32"  # "tf32": everything the network turns on
     yield request.param
-    conv.fp32_precision, matmul.fp32_precision = saved
+    conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark = saved
 
 
 @pytest.mark.parametrize("process_tf32", ["ieee", "tf32"], indirect=True)

@@ -119,8 +119,9 @@ def test_the_backend_input_scan_reads_both_inputs_at_once(lite_model):
 def test_the_flow_runs_in_ieee_fp32_even_when_the_process_allows_tf32():
     """cuDNN convolutions default to TF32; the flow's convolutions and matmuls must not use it."""
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = (conv.fp32_precision, matmul.fp32_precision)
+    saved = (conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark)
     conv.fp32_precision, matmul.fp32_precision = "tf32", "tf32"
+    torch.backends.cudnn.benchmark = True  # what the network's CUDA backend sets
     try:
         stream = StreamingFarneback(COMMON, "cpu")
         frames = [torch.from_numpy(f[..., 0].copy()) for f in _frames(2)]
@@ -128,10 +129,11 @@ def test_the_flow_runs_in_ieee_fp32_even_when_the_process_allows_tf32():
             a, b = (stream.prepare(f) for f in frames)
             stream.flow(a, b)
         assert {name for name, _ in recorder.seen} >= {"conv2d"}
-        assert all(p == {"conv": "ieee", "matmul": "ieee"} for _, p in recorder.seen), recorder.seen
-        assert current_precision() == {"conv": "tf32", "matmul": "tf32"}  # the caller's choice is back
+        flow_setting = {"conv": "ieee", "matmul": "ieee", "benchmark": False}
+        assert all(p == flow_setting for _, p in recorder.seen), recorder.seen
+        assert current_precision() == {"conv": "tf32", "matmul": "tf32", "benchmark": True}  # restored
     finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
+        conv.fp32_precision, matmul.fp32_precision, torch.backends.cudnn.benchmark = saved
 
 
 def test_the_pipeline_flow_asks_for_a_cuda_graph_on_cuda():

@@ -34,6 +34,10 @@ def ieee_fp32() -> Iterator[None]:
     refuse to read the legacy ones); torch builds without it fall back to the legacy flags.
     """
     holders = _settings()
+    # cudnn.benchmark (which the network's backend turns on) may pick an FFT or Winograd algorithm with
+    # its own rounding; the flow keeps cuDNN's heuristic choice, the one its parity is tested with.
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
     if holders:
         saved = [holder.fp32_precision for holder in holders]
         try:
@@ -43,6 +47,7 @@ def ieee_fp32() -> Iterator[None]:
         finally:
             for holder, value in zip(holders, saved, strict=True):
                 holder.fp32_precision = value
+            torch.backends.cudnn.benchmark = benchmark
         return
     saved_legacy = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     try:
@@ -50,10 +55,11 @@ def ieee_fp32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_legacy
+        torch.backends.cudnn.benchmark = benchmark
 
 
-def current_precision() -> dict[str, str]:
-    """{"conv": ..., "matmul": ...} as torch reports them now (for tests and the GPU report)."""
+def current_precision() -> dict[str, str | bool]:
+    """{"conv": ..., "matmul": ..., "benchmark": ...} as torch reports them now (tests, the GPU report)."""
     backends = torch.backends
     conv = getattr(getattr(backends.cudnn, "conv", None), "fp32_precision", None)
     matmul = getattr(getattr(backends.cuda, "matmul", None), "fp32_precision", None)
@@ -61,4 +67,4 @@ def current_precision() -> dict[str, str]:
         conv = "tf32" if backends.cudnn.allow_tf32 else "ieee"
     if matmul is None:
         matmul = "tf32" if backends.cuda.matmul.allow_tf32 else "ieee"
-    return {"conv": conv, "matmul": matmul}
+    return {"conv": conv, "matmul": matmul, "benchmark": bool(backends.cudnn.benchmark)}
