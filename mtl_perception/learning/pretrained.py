@@ -40,11 +40,11 @@ class PretrainedReport:
     unused: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        skipped = ", ".join(self.skipped_shape[:4]) + (", ..." if len(self.skipped_shape) > 4 else "")
         return (
             f"--pretrained {self.path} ({self.layout} layout): {len(self.loaded)} tensors loaded, "
-            f"{len(self.skipped_shape)} skipped for a shape mismatch"
-            f"{' (' + ', '.join(self.skipped_shape[:4]) + (', ...' if len(self.skipped_shape) > 4 else '') + ')' if self.skipped_shape else ''}"  # noqa: E501
-            f", {len(self.unused)} source tensors without a counterpart"
+            f"{len(self.skipped_shape)} skipped for a shape mismatch{f' ({skipped})' if skipped else ''}, "
+            f"{len(self.unused)} source tensors without a counterpart"
         )
 
 
@@ -55,7 +55,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"--pretrained {path}: not a weights-only torch file ({type(exc).__name__})") from exc
+        raise ValueError(
+            f"--pretrained {path}: not a weights-only torch file ({type(exc).__name__})"
+        ) from exc
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         payload = payload["state_dict"]
     elif isinstance(payload, dict):
@@ -73,7 +75,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _torchvision_block_key(rest: str, expands: bool) -> str | None:
     """torchvision InvertedResidual keys (``conv.0.0`` ConvBNReLU ..., then a bare projection ``conv.N``
-    conv and ``conv.N+1`` BN) -> this project's block keys (the projection is one ConvBNAct ``conv.k.0/1``)."""
+    conv and ``conv.N+1`` BN) -> this project's keys (the projection is one ConvBNAct ``conv.k.0/1``)."""
     m = re.fullmatch(r"conv\.(\d+)\.(.+)", rest)
     if m is None:
         return None

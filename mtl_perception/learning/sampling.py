@@ -74,20 +74,6 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return self.steps * self.global_batch // self.world_size
 
 
-class ShardSampler(torch.utils.data.Sampler):
-    """Evaluation: rank r takes indices r, r + N, ...; no padding (DistributedSampler repeats samples to
-    even out the shards, which would count them twice in the confusion matrices)."""
-
-    def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1) -> None:
-        self.indices = list(range(rank, num_samples, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 class SeededAugment(torch.utils.data.Dataset):
     """Wraps a ``CityscapesMultiTask`` so the augmentation of sample i in epoch e is drawn from
     ``numpy.random.default_rng([seed, e, i])``, whichever worker or process loads it.

@@ -45,7 +45,7 @@ RESUMABLE_FLAGS = frozenset(
 
 
 def capture_rng_state(loader_generator: torch.Generator | None = None) -> dict:
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global generator other code may use
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -66,7 +66,7 @@ def capture_rng_state(loader_generator: torch.Generator | None = None) -> dict:
 def restore_rng_state(state: dict, loader_generator: torch.Generator | None = None) -> None:
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         (
             "MT19937",
             np_state["keys"].numpy().astype(np.uint32),
@@ -83,11 +83,55 @@ def restore_rng_state(state: dict, loader_generator: torch.Generator | None = No
         loader_generator.set_state(state["loader"])
 
 
-def save_training_state(path: str | os.PathLike, **state) -> Path:
-    """Atomically write ``{format, version, **state}`` (replacing the previous file only once complete)."""
+def save_training_state(
+    path: str | os.PathLike,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    weighting,
+    sampler,
+    epoch: int,
+    global_step: int,
+    best: dict | None,
+    history: list[dict],
+    loader_generator: torch.Generator | None,
+    run_config: dict,
+) -> Path:
+    """Atomically write the run's state after ``epoch`` completed epochs (the previous file is replaced
+    only once the new one is complete). ``model`` is the bare network, not its DDP wrapper."""
     path = Path(path)
-    atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, path, overwrite=True)
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.state_dict(),
+        "model_config": model.config.to_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "weighting": weighting.state_dict(),
+        "sampler": sampler.state_dict(),
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "best": best,
+        "history": history,
+        "rng": capture_rng_state(loader_generator),
+        "run_config": run_config,
+    }
+    atomic_torch_save(state, path, overwrite=True)
     return path
+
+
+def restore_training_state(
+    state: dict, *, model, optimizer, scheduler, weighting, sampler, loader_generator
+) -> tuple[int, int, dict | None, list[dict]]:
+    """Load a saved state into freshly built objects; returns (epoch, global_step, best, history)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    weighting.load_state_dict(state["weighting"])
+    sampler.load_state_dict(state["sampler"])
+    restore_rng_state(state["rng"], loader_generator)
+    return state["epoch"], state["global_step"], state["best"], list(state["history"])
 
 
 def load_training_state(path: str | os.PathLike) -> dict:
@@ -129,3 +173,10 @@ def _show(value) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(map(str, value))
     return str(value)
+
+
+def check_resume(path: str | os.PathLike, current: dict) -> dict:
+    """Load ``path`` and refuse it when it comes from another configuration; returns the state."""
+    state = load_training_state(path)
+    check_resume_compatible(path, state.get("run_config", {}), current)
+    return state
