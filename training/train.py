@@ -142,6 +142,9 @@ def build_loaders(args, ctx: DistContext):
         val_set,
         batch_size=max(1, args.batch_size // ctx.world_size),
         sampler=ShardSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size),
+        # its own generator: how often a loader draws worker seeds depends on the worker count, and that
+        # must not move the global generator (dropout) or resume would depend on --workers
+        generator=torch.Generator().manual_seed(args.seed),
         **common,
     )
     return train_loader, val_loader, sampler, generator
@@ -347,7 +350,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                         output_dir / BEST, net, overwrite=True, epoch=epoch + 1, metric=pivot_key, value=score
                     )
                 if args.tensorboard_images and pivot_key in record:
-                    log.predictions(net, val_loader, ctx.device, global_step, args.tensorboard_images)
+                    log.predictions(net, val_loader.dataset, ctx.device, global_step, args.tensorboard_images)
                 log.epoch(record, global_step)
                 save_training_state(
                     output_dir / CHECKPOINT,

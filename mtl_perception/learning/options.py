@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         kinds = {type(d) for _, d, _ in uses if d is not None}
         kind = kinds.pop() if len(kinds) == 1 and kinds <= {int, float, str} else float
         defaults = "; ".join(f"{method}: {default}" for method, default, _ in uses)
-        weighting.add_argument(f"--{name}", type=kind, default=None, help=f"{uses[0][2]} (defaults: {defaults})")
+        weighting.add_argument(
+            f"--{name}", type=kind, default=None, help=f"{uses[0][2]} (defaults: {defaults})"
+        )
     run = p.add_argument_group("run")
     run.add_argument(
         "--output_dir",
