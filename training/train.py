@@ -87,6 +87,10 @@ def get_dataset(args, *, split: str, train: bool) -> torch.utils.data.Dataset:
             f"--data_path {root}: no such folder (expected the Cityscapes layout: leftImg8bit/, gtFine/, "
             "disparity/, camera/ and the flow folder)"
         )
+    images = root / "leftImg8bit" / split
+    if not images.is_dir() or not any(images.iterdir()):
+        state = "is empty" if images.is_dir() else "does not exist"
+        raise FileNotFoundError(f"--data_path {root}: no images for split {split!r} ({images} {state})")
     use_flow = "flow" in streams_for(args.tasks)
     try:
         dataset = CityscapesMultiTask(
