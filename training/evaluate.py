@@ -168,11 +168,14 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_ready(value):
+def json_ready(value):
+    """NaN / Inf -> None (JSON has no NaN), recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
     return value
 
 
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result["metrics"]))
     if args.json:
         payload = {**result["metrics"], "setup": result["setup"]}
-        atomic_write_bytes(args.json, json.dumps(_json_ready(payload), indent=2).encode())
+        atomic_write_bytes(args.json, json.dumps(json_ready(payload), indent=2).encode())
         print(f"wrote {args.json}")
     return 0
 
