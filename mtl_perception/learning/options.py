@@ -16,12 +16,19 @@ from mtl_perception.learning.weighting import METHODS, weighting_options
 from mtl_perception.model import TASK_NAMES
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except None (no default: the help says what happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All flags of training/train.py, with TI's recipe as the defaults."""
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train the two-stream multi-task network (TI's recipe by default). See docs/training.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument("--data_path", type=Path, default=DEFAULT_ROOT, help="Cityscapes-layout root")
@@ -122,23 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="vanilla",
         help="how the task losses are weighted (docs/training.md, 'Task weighting')",
     )
-    seen: dict[str, list[str]] = {}
-    helps: dict[str, list[str]] = {}
+    options: dict[str, list[tuple[str, object, str]]] = {}
     for method in METHODS:
         for name, (default, text) in weighting_options(method).items():
-            seen.setdefault(name, []).append(f"{method}: {default}")
-            helps.setdefault(name, [text])
-    for name, defaults in seen.items():
-        # default None: a method only receives the options the user gave, the others stay its own defaults
-        kind = type(
-            next(d for d in [weighting_options(m).get(name, (None,))[0] for m in METHODS] if d is not None)
-        )
-        weighting.add_argument(
-            f"--{name}",
-            type=kind if kind in (int, float, str) else float,
-            default=None,
-            help=f"{helps[name][0]} (default {'; '.join(defaults)})",
-        )
+            options.setdefault(name, []).append((method, default, text))
+    for name, uses in options.items():
+        # The type of the defaults (float when every default is None, e.g. "use the network's lr");
+        # default None, so a method receives only the options given and keeps its own defaults otherwise.
+        kinds = {type(d) for _, d, _ in uses if d is not None}
+        kind = kinds.pop() if len(kinds) == 1 and kinds <= {int, float, str} else float
+        defaults = "; ".join(f"{method}: {default}" for method, default, _ in uses)
+        weighting.add_argument(f"--{name}", type=kind, default=None, help=f"{uses[0][2]} (defaults: {defaults})")
     run = p.add_argument_group("run")
     run.add_argument(
         "--output_dir",
