@@ -16,19 +16,21 @@ from mtl_perception.learning.weighting import build_weighting
 
 TASKS = ("depth", "semantic", "motion")
 STEPS = 4
-METHODS = {
+CASES = {
     # Large rates so that a few steps move the weights visibly.
-    "pseudo_grad_norm": {"weight_lr": 0.5, "short_smooth": 0.5, "long_smooth": 0.1},
-    "uncertainty": {},
-    "grad_norm": {"gradnorm_lr": 0.05},
-    "famo": {"famo_lr": 0.1},
-    "upgrad": {},
-    "nash_mtl": {},
+    "pseudo_grad_norm": ("pseudo_grad_norm", {"weight_lr": 0.5, "short_smooth": 0.5, "long_smooth": 0.1}),
+    "uncertainty": ("uncertainty", {}),
+    "grad_norm": ("grad_norm", {"gradnorm_lr": 0.05}),
+    "grad_norm_libmtl": ("grad_norm", {"gradnorm_mode": "libmtl"}),
+    "famo": ("famo", {"famo_lr": 0.1}),
+    "upgrad": ("upgrad", {}),
+    "nash_mtl": ("nash_mtl", {}),
 }
 
 
-def train(method: str, options: dict, rank: int, world: int) -> dict:
+def train(case: str, rank: int, world: int) -> dict:
     """STEPS SGD steps on this rank's share of a fixed batch; returns weights, state and parameters."""
+    method, options = CASES[case]
     torch.manual_seed(0)
     net = ToyNet(TASKS)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
@@ -46,6 +48,8 @@ def train(method: str, options: dict, rank: int, world: int) -> dict:
         if weighting.needs_losses_after_step:
             with torch.no_grad():
                 weighting.after_step(losses_after=toy_losses(net(x), targets, TASKS))
+        if step == 0:  # an "epoch" of one step: LibMTL's GradNorm starts from the second
+            weighting.end_epoch(mean_losses={t: 1.0 + i for i, t in enumerate(TASKS)})
     state = {k: v.clone() for k, v in weighting.state_dict().items() if isinstance(v, torch.Tensor)}
     return {"weights": history, "state": state, "params": [p.detach().clone() for p in net.parameters()]}
 
@@ -54,7 +58,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        results = {method: train(method, options, rank, world) for method, options in METHODS.items()}
+        results = {case: train(case, rank, world) for case in CASES}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -73,10 +77,10 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_every_rank_takes_the_pooled_batch_step(ranks, method, torch_one_thread):
-    single = train(method, METHODS[method], rank=0, world=1)
-    first, second = ranks[0][method], ranks[1][method]
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_rank_takes_the_pooled_batch_step(ranks, case, torch_one_thread):
+    single = train(case, rank=0, world=1)
+    first, second = ranks[0][case], ranks[1][case]
     assert first["weights"] == second["weights"]  # one update per step, from the all-reduced values
     for name, value in first["state"].items():
         torch.testing.assert_close(value, second["state"][name], rtol=0, atol=0, equal_nan=True, msg=name)
