@@ -270,6 +270,11 @@ def train_worker(ctx: DistContext, args) -> dict | None:
     train_loader, val_loader, sampler, generator = build_loaders(args, ctx)
     model = build_network(args, ctx)
     weighting = build_weighting(args.multi_task_type, tasks=model.tasks, **method_options(args))
+    # On the device before the optimizer exists: a resumed Adam state is then loaded onto the device too.
+    weighting.to(ctx.device)
+    model.to(ctx.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         [{"params": model.parameters()}, *weighting.optimizer_param_groups()],
         lr=args.lr,
@@ -298,10 +303,6 @@ def train_worker(ctx: DistContext, args) -> dict | None:
         )
         if ctx.is_main:
             carry_best_checkpoint(Path(args.resume).parent, output_dir)
-    weighting.to(ctx.device)
-    model.to(ctx.device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
     if ctx.distributed:
         if args.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
