@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from train_fixtures import tiny_args, train_root
 
+from mtl_perception.learning.distributed import DistContext
 from mtl_perception.learning.pretrained import load_pretrained
 from mtl_perception.learning.sampling import EpochShuffleSampler
 from mtl_perception.learning.schedule import WarmupMultiStep
@@ -280,6 +281,23 @@ def test_pretrained_from_a_torchvision_mobilenet_v2_state_dict(tmp_path):
     assert all(k.startswith(("classifier.", "features.18.")) for k in unused)
     # every stem and trunk tensor came from the file
     assert {k for k in target if k.startswith(("stems.", "trunk."))} == set(report.loaded)
+    # and train.py's --pretrained does the same
+    ctx = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+    built = train.build_network(train.parse_args(["--pretrained", str(path)]), ctx).state_dict()
+    assert all(torch.equal(built[k], target[k]) for k in report.loaded)
+
+
+def test_single_task_rows_use_tis_inputs(tmp_path, torch_one_thread):
+    """--tasks depth: an RGB-only depth network, best.pt chosen by depth ARD (lower is better)."""
+    out = tmp_path / "depth"
+    best = train.main(train.parse_args(tiny_args(train_root(), out, "--tasks", "depth", "--no-export_onnx")))
+    model, extra = load_checkpoint(out / "best.pt")
+    assert model.tasks == ("depth",) and model.streams == ("image",)
+    assert extra["metric"] == best["metric"] == "val/depth_ard"
+    record = json.loads((out / "metrics.json").read_text())[0]
+    assert "loss/depth" in record and not any("motion" in k or "semantic" in k for k in record)
+    assert train.streams_for(["motion"]) == ("flow", "image")  # TI: motion from RGB + flow
+    assert train.streams_for(["semantic"]) == ("image",)
 
 
 def test_pretrained_from_a_single_task_rgb_checkpoint(tmp_path):
