@@ -130,21 +130,27 @@ def time_loader(args, device: torch.device) -> dict:
     ]
     loader_args = train.parse_args(argv)
     ctx = DistContext(rank=0, world_size=1, device=device)
-    loader = train.build_loaders(loader_args, ctx)[0]
-    batches = min(args.loader_batches, len(loader))
-    iterator = iter(loader)
-    next(iterator)  # worker start-up
-    start = time.perf_counter()
-    for _ in range(batches - 1):
-        batch = next(iterator)
-        batch["image"].to(device, non_blocking=True)
+    loader, _, sampler, _ = train.build_loaders(loader_args, ctx)
+    # Epoch after epoch until --loader_batches batches (a small split still gives a steady rate); the clock
+    # starts after the first batch (worker start-up), so the prefetched batches matter little.
+    seen, start, epoch = -1, None, 0
+    while seen < args.loader_batches:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            batch["image"].to(device, non_blocking=True)
+            seen += 1
+            if start is None:
+                start = time.perf_counter()
+            if seen >= args.loader_batches:
+                break
+        epoch += 1
     elapsed = time.perf_counter() - start
     return {
         "workers": args.workers,
         "prefetch_factor": args.prefetch_factor,
         "pin_memory": device.type == "cuda",
-        "batches": batches - 1,
-        "samples_per_s": (batches - 1) * args.batch_size / elapsed if elapsed > 0 else float("nan"),
+        "batches": seen,
+        "samples_per_s": seen * args.batch_size / elapsed if elapsed > 0 else float("nan"),
     }
 
 

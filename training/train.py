@@ -399,8 +399,13 @@ def main(args) -> dict | None:
     """Check everything that can be checked before a process starts or a file is written, then train
     (one process per GPU for --gpus 0 1). Returns the best validation score (single process)."""
     check_args(args)
-    for split, train in ((args.train_split, True), (args.val_split, False)):
-        get_dataset(args, split=split, train=train)  # missing folders and files fail here, before any write
+    train_set = get_dataset(args, split=args.train_split, train=True)  # missing data fails before any write
+    get_dataset(args, split=args.val_split, train=False)
+    if len(train_set) < args.batch_size:
+        raise ValueError(
+            f"--batch_size {args.batch_size}: split {args.train_split!r} of {args.data_path} has only "
+            f"{len(train_set)} samples, not one batch"
+        )
     check_output_dir(Path(args.output_dir), overwrite=args.overwrite, resume=args.resume)
     if args.resume:
         check_resume(args.resume, run_config(args))
