@@ -67,12 +67,15 @@ def test_defaults_are_tis_recipe_and_every_flag_has_help(capsys):
     assert "pseudo_grad_norm: 0.75; grad_norm: 1.5" in " ".join(text.split())  # --alpha: both defaults
 
 
-@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has GPUs 0 and 1")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_seed_commands_name_the_missing_gpus(capsys):
     for command in SEED_COMMANDS:
         assert train.cli(command.split()) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--gpus 0 1: GPU 0, 1 not found" in err, err
+    args = tiny_args(train_root(), Path("never-created"), "--device", "cuda")
+    assert train.cli(args) == 2 and not Path("never-created").exists()
+    assert "--device cuda: GPU 0 not found" in capsys.readouterr().err
     done = subprocess.run(
         [sys.executable, str(TRAIN_PY), *SEED_COMMANDS[0].split()],
         capture_output=True,
