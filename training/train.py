@@ -38,7 +38,7 @@ from mtl_perception.learning.distributed import (
 )
 from mtl_perception.learning.evaluation import EvalResize, ShardSampler, evaluate
 from mtl_perception.learning.losses import TI_CLASS_WEIGHTS, build_criterion
-from mtl_perception.learning.options import build_parser, check_args
+from mtl_perception.learning.options import build_parser, check_args, method_options, run_config
 from mtl_perception.learning.output_dir import (
     BEST,
     CHECKPOINT,
@@ -58,7 +58,7 @@ from mtl_perception.learning.training_state import (
     restore_training_state,
     save_training_state,
 )
-from mtl_perception.learning.weighting import build_weighting, weighting_options
+from mtl_perception.learning.weighting import build_weighting
 from mtl_perception.model import build_model, load_checkpoint, save_checkpoint
 
 PIVOT = {
@@ -255,14 +255,6 @@ def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args
     return record, global_step
 
 
-def run_config(args) -> dict:
-    """The flags of this run as plain data (checkpoint.pt, the resume check)."""
-    return {
-        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-        for k, v in vars(args).items()
-    }
-
-
 def train_worker(ctx: DistContext, args) -> dict | None:
     output_dir = Path(args.output_dir)
     if ctx.is_main:
@@ -387,12 +379,6 @@ def train_worker(ctx: DistContext, args) -> dict | None:
             source=f"checkpoint {(output_dir / BEST).resolve()}",
         )
     return best
-
-
-def method_options(args) -> dict:
-    """The chosen method's options given on the command line (the others keep the method's defaults)."""
-    names = weighting_options(args.multi_task_type)
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def main(args) -> dict | None:
