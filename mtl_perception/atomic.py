@@ -133,6 +133,11 @@ def atomic_path(
         except FileNotFoundError:
             pass
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno is None or error.filename not in (str(tmp), tmp):
+            raise
+        # the user asked for ``path``; an error naming the hidden temporary (disk full) would puzzle them
+        raise type(error)(error.errno, f"{error.strerror} (writing it)", str(path)) from error
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()

@@ -27,7 +27,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 EXIT_FAILURE = 1  # an unexpected error (a bug)
 EXIT_BAD_INPUT = 2  # argparse's code for usage errors; also bad files and unusable output locations
@@ -217,6 +217,10 @@ def _run_job(job: Callable, kwargs: dict):
     _job_running = True
     try:
         return job(**kwargs)
+    except Terminated:
+        # unwound (its temporaries are gone); reporting back to a parent that is stopping the pool, or is
+        # dead, could block for ever
+        os._exit(EXIT_SIGTERM)
     finally:
         _job_running = False
 
@@ -245,18 +249,10 @@ class WorkerPool:
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
-            with _ignored(ProcessLookupError, ValueError):
+            with suppress(ProcessLookupError, ValueError):
                 process.terminate()
         for process in processes:
             process.join(self._stop_timeout_s)
             if process.is_alive():
                 process.kill()
                 process.join()
-
-
-@contextmanager
-def _ignored(*errors: type[BaseException]) -> Iterator[None]:
-    try:
-        yield
-    except errors:
-        pass
