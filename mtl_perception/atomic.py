@@ -134,9 +134,10 @@ def atomic_path(
             pass
         os.replace(tmp, path)
     except OSError as error:
-        if error.errno is None or error.filename not in (str(tmp), tmp):
+        if error.errno is None or error.filename not in (None, str(tmp), tmp):
             raise
-        # the user asked for ``path``; an error naming the hidden temporary (disk full) would puzzle them
+        # the user asked for ``path``; an error naming the hidden temporary, or no file at all (a write
+        # that hit a full disk), would puzzle them
         raise type(error)(error.errno, f"{error.strerror} (writing it)", str(path)) from error
     finally:
         with suppress(FileNotFoundError):
