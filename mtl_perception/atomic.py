@@ -103,6 +103,15 @@ def _make_file(name: Path) -> None:
     os.close(os.open(name, _CREATE_FLAGS, 0o666))
 
 
+def _check_folders_above(path: Path) -> None:
+    """A file where a folder of ``path`` should be: say so (mkdir would report "file exists")."""
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{folder} is a file, so {path} cannot be written below it")
+            return
+
+
 @contextmanager
 def atomic_path(
     path: str | os.PathLike,
@@ -118,6 +127,7 @@ def atomic_path(
         raise IsADirectoryError(f"{path} is a directory; expected a file path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; {how_to_overwrite}")
+    _check_folders_above(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.parent.is_dir():

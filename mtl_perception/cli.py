@@ -121,6 +121,7 @@ def tool_main(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callab
                     traceback.print_exc()
                 return code
 
+        main.tool_prog = prog  # marks a main that goes through this entry (checked by the tests)
         return main
 
     return decorate

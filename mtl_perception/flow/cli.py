@@ -112,7 +112,7 @@ def check_output(path: str | os.PathLike, *, overwrite: bool, needs_parent: bool
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     if needs_parent and not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {path.parent} of {path} does not exist")
+        raise FileNotFoundError(f"output folder {path.parent} does not exist (for {path.name})")
     if not cv2.haveImageWriter(str(path)):
         raise ValueError(f"cannot write an image named {path.name!r}; use a .png name")
 
@@ -130,7 +130,7 @@ def check_memory(height: int, width: int) -> None:
 
     needed, available = height * width * BYTES_PER_PIXEL, psutil.virtual_memory().available
     if needed > available:
-        raise MemoryError(
+        raise ValueError(
             f"a {width}x{height} pair needs about {needed / 2**30:.1f} GiB for the flow, "
             f"{available / 2**30:.1f} GiB are available; resize the images first"
         )
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--out and --color name the same file {args.out}")
     for path in outputs:  # every output is checked before the flow is computed
         check_output(path, overwrite=args.overwrite)
+    if Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out}: flow files are 16-bit PNGs; give a .png name")
     prev, nxt = _read_gray(args.prev), _read_gray(args.next)
     if prev.shape != nxt.shape:
         raise ValueError(f"images differ in size: {args.prev} is {prev.shape}, {args.next} is {nxt.shape}")

@@ -65,6 +65,16 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskNet, overwrite: boo
     return path
 
 
+def _unpickling_reason(error: Exception) -> str:
+    """The reason in torch's weights-only error, without its advice and links (their wording varies)."""
+    advice = ("weights_only", "Weights only", "documentation", "file an issue")
+    for line in str(error).splitlines():
+        line = line.replace("WeightsUnpickler error:", "").strip()
+        if line and not any(word in line for word in advice):
+            return line
+    return "not a weights-only pickle"
+
+
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load and validate the payload dict (format, version, keys) without building a network."""
     path = Path(path)
@@ -75,10 +85,11 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message advises weights_only=False: never the right advice for a file that failed here
+        # torch's message advises weights_only=False: never the right advice for a file that failed here;
+        # keep only its reason (an unsupported global, a bad opcode)
         raise CheckpointError(
-            f"{path}: not a weights-only checkpoint (it holds Python objects a safe load refuses to run; "
-            f"do not load it with weights_only=False unless you trust its source)"
+            f"{path}: not a weights-only checkpoint ({_unpickling_reason(exc)}); do not load it with "
+            f"weights_only=False unless you trust its source"
         ) from exc
     except Exception as exc:  # RuntimeError (bad zip), EOFError (truncated), ...
         raise CheckpointError(
