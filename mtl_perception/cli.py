@@ -71,13 +71,23 @@ def signals_raise() -> Iterator[None]:
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back while the block runs (a few renames that must all happen, or none); a
-    signal that arrived meanwhile is delivered when the block ends."""
-    signals = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    signal that arrived meanwhile is raised when the block ends. Done with Python handlers, not the signal
+    mask: Python runs handlers in the main thread whichever thread the kernel picked (tqdm's monitor...)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in held
+    }
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def error_line(error: BaseException) -> tuple[int, str]:

@@ -236,3 +236,17 @@ def test_sigterm_ends_play_bag_with_143(tmp_path):
     code, err = _stop(process, signal.SIGTERM)
     assert code == 143
     _assert_one_line(err, "play_bag", "terminated")
+
+
+def test_a_signal_while_publishing_waits_until_every_folder_is_in_place():
+    """The synthetic generator moves its folders into place under signals_deferred: all, then the signal."""
+    from mtl_perception.cli import Terminated, signals_deferred, signals_raise
+
+    moved = []
+    with pytest.raises(Terminated), signals_raise():
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler would have run by now
+            moved.append("every folder")
+        moved.append("after the block")
+    assert moved == ["every folder"]
