@@ -34,7 +34,6 @@ EXIT_BAD_INPUT = 2  # argparse's code for usage errors; also bad files and unusa
 EXIT_SIGINT = 128 + signal.SIGINT
 EXIT_SIGTERM = 128 + signal.SIGTERM
 TRACEBACK_VARIABLE = "MTL_PERCEPTION_TRACEBACK"
-_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 
 class Terminated(BaseException):
@@ -91,16 +90,14 @@ def signals_deferred() -> Iterator[None]:
 
 
 def error_line(error: BaseException) -> tuple[int, str]:
-    """(exit code, one line) for an exception that ended a tool."""
+    """(exit code, one line) for an exception that ended a tool: ValueError and OSError (a bad file, an
+    output that exists or cannot be written, a full disk) are the input's or the environment's fault."""
     if isinstance(error, OSError) and error.strerror and error.filename:
         # the OS's own errors: "[Errno 13] Permission denied: 'x'" -> "x: permission denied"
         where = f"{error.filename} -> {error.filename2}" if error.filename2 else str(error.filename)
         return EXIT_BAD_INPUT, f"{where}: {error.strerror[0].lower()}{error.strerror[1:]}"
-    text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, _INPUT_ERRORS + (PermissionError,)):
-        return EXIT_BAD_INPUT, text
-    if isinstance(error, OSError):  # disk full, I/O error: the environment, not the code
-        return EXIT_BAD_INPUT, text
+    if isinstance(error, (ValueError, OSError)):
+        return EXIT_BAD_INPUT, " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, MemoryError):
         return EXIT_FAILURE, "out of memory"
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""

@@ -340,3 +340,18 @@ def test_every_console_script_uses_the_shared_entry():
         module, function = target.split(":")
         main = getattr(importlib.import_module(module), function)
         assert getattr(main, "tool_prog", None) == name, f"{name} ({target}) does not use tool_main"
+
+
+def test_a_bug_is_one_line_with_exit_1_and_the_traceback_on_request(capsys, monkeypatch):
+    from mtl_perception.cli import tool_main
+
+    @tool_main("tool")
+    def main(argv=None) -> int:
+        raise RuntimeError("first line\n" + "torch internals\n" * 900)
+
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tool: error: unexpected RuntimeError: first line (set ")
+    monkeypatch.setenv("MTL_PERCEPTION_TRACEBACK", "1")
+    assert main([]) == 1
+    assert "Traceback" in capsys.readouterr().err
