@@ -5,33 +5,111 @@ it, so a reader or a crash never sees a half-written file, and nothing is overwr
 Written files get the permissions a plain ``open(path, "w")`` gives: a new file is created with mode 0o666
 minus the umask (``tempfile.mkstemp`` would make every model 0600, unreadable to a node running as another
 user), and a replaced file keeps the mode it had.
+
+Leftovers of killed writers: a temporary file (or staging folder) is flock'ed by its writer for as long as
+it lives. An exception -- including the ones the CLI entry turns SIGINT/SIGTERM into -- removes it; after a
+SIGKILL or a power cut the lock is gone with the process, and the next write into the same folder removes
+every unlocked leftover (once per folder and process). A lock, not a PID, decides: PIDs are reused and
+differ between containers sharing a volume, a lock held by a live writer is seen by every process.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_TOKEN = re.compile(r"\.~[0-9a-f]{12}")  # marks every temporary name this module makes
+_swept: set[Path] = set()
 
 
-def _create_temporary(path: Path) -> Path:
-    """Create an empty, uniquely named file beside ``path`` with the same suffix. The kernel applies the
-    umask to mode 0o666 exactly as for ``open(..., "w")``; reading the umask here instead would need
-    ``os.umask`` set-and-restore, which races with other threads creating files."""
-    suffix = path.suffix or ".tmp"
-    for _ in range(100):
-        name = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+def _token() -> str:
+    return f".~{secrets.token_hex(6)}"
+
+
+def temporary_name_of(name: str) -> bool:
+    """True for the names of this module's temporary files and staging folders (tools skip them)."""
+    return name.startswith(".") and _TOKEN.search(name) is not None
+
+
+def _lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and staging folders in ``folder`` that no live writer holds (left by a
+    killed run); returns what was removed. Folders already swept by this process are skipped."""
+    folder = Path(folder)
+    key = folder.resolve()
+    if key in _swept:
+        return []
+    _swept.add(key)
+    removed = []
+    try:
+        entries = [e for e in os.scandir(folder) if temporary_name_of(e.name)]
+    except OSError:
+        return removed
+    for entry in entries:
         try:
-            os.close(os.open(name, _CREATE_FLAGS, 0o666))
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            if not _lock(fd):
+                continue  # a live writer
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _create_locked(make, path: Path, suffix: str) -> tuple[Path, int]:
+    """Create a uniquely named hidden entry beside ``path`` with ``make(name)`` and hold its lock. A
+    sweeper may remove the entry between creation and locking: then its link count is 0, and we retry."""
+    for _ in range(100):
+        name = path.parent / f".{path.name}{_token()}{suffix}"
+        try:
+            make(name)
         except FileExistsError:
             continue
-        return name
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink > 0:
+            return name, fd
+        os.close(fd)
     raise FileExistsError(f"could not create a unique temporary file beside {path}")
+
+
+def _make_file(name: Path) -> None:
+    # The kernel applies the umask to mode 0o666 exactly as for ``open(..., "w")``; reading the umask here
+    # instead would need ``os.umask`` set-and-restore, which races with other threads creating files.
+    os.close(os.open(name, _CREATE_FLAGS, 0o666))
+
+
+def _check_folders_above(path: Path) -> None:
+    """A file where a folder of ``path`` should be: say so (mkdir would report "file exists")."""
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{folder} is a file, so {path} cannot be written below it")
+            return
 
 
 @contextmanager
@@ -45,13 +123,17 @@ def atomic_path(
     """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format by extension
     work); when the block ends without an exception the file is fsynced and moved onto ``path``."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; expected a file path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; {how_to_overwrite}")
+    _check_folders_above(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.parent.is_dir():
         raise FileNotFoundError(f"output directory {path.parent} does not exist")
-    tmp = _create_temporary(path)
+    sweep_stale_temporaries(path.parent)
+    tmp, lock = _create_locked(_make_file, path, path.suffix or ".tmp")
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -61,8 +143,31 @@ def atomic_path(
         except FileNotFoundError:
             pass
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno is None or error.filename not in (None, str(tmp), tmp):
+            raise
+        # the user asked for ``path``; an error naming the hidden temporary, or no file at all (a write
+        # that hit a full disk), would puzzle them
+        raise type(error)(error.errno, f"{error.strerror} (writing it)", str(path)) from error
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        os.close(lock)
+
+
+@contextmanager
+def staging_directory(beside: str | os.PathLike) -> Iterator[Path]:
+    """A new hidden, locked folder beside ``beside`` (same file system, so its contents can be renamed into
+    place); removed with whatever is left in it when the block ends, however it ends."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(beside.parent)
+    folder, lock = _create_locked(lambda name: name.mkdir(), beside, ".staging")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(lock)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:

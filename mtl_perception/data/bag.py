@@ -10,9 +10,8 @@ The bag plays with ``ros2 bag play BAG`` on a ROS 2 Jazzy install, or with this 
 from __future__ import annotations
 
 import argparse
-import shutil
+import math
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtl_perception.atomic import staging_directory
+from mtl_perception.cli import non_negative_float, positive_float, positive_int, tool_main
 from mtl_perception.data.cityscapes import CameraCalibration, FrameId, cityscapes_path, read_camera
 from mtl_perception.data.ground_truth import FrameGroundTruth, GroundTruthReader
 from mtl_perception.imageio import read_image
@@ -175,15 +176,12 @@ def playback_qos():
 @contextmanager
 def _staged(out: Path) -> Iterator[Path]:
     """A bag path in a hidden folder beside ``out``, renamed to ``out`` only when the block succeeds: a
-    conversion that stops on a bad file leaves no half-written bag (the staged bag keeps ``out``'s name,
-    which rosbags uses for its storage file)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    conversion that stops on a bad file or a signal leaves no half-written bag, and one killed outright
+    leaves a folder the next run removes (``mtl_perception.atomic``). The staged bag keeps ``out``'s name,
+    which rosbags uses for its storage file."""
+    with staging_directory(out) as folder:
         yield folder / out.name
         (folder / out.name).rename(out)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def convert(
@@ -212,6 +210,12 @@ def convert(
         raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
     if (width is None) != (height is None):
         raise ValueError("give both --width and --height, or neither")
+    if width is not None and (width < 1 or height < 1):
+        raise ValueError(f"--width and --height must be positive, got {width}x{height}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps must be a positive finite number, got {fps}")
+    if not (math.isfinite(snippet_gap_s) and snippet_gap_s >= 0):
+        raise ValueError(f"--snippet-gap must be a finite number >= 0, got {snippet_gap_s}")
     snippets = find_snippets(root, split, city, sequence)
     ground_truth = GroundTruthReader(root, split, semantic_mode=semantic_mode, depth_folder="disparity")
     msgs = _Messages()
@@ -255,7 +259,7 @@ def convert(
                 img_path = root / snip.folder / split / snip.city / f"{fid.stem}_leftImg8bit.png"
                 rgb = read_image(img_path, cv2.IMREAD_COLOR)[..., ::-1]
                 h0, w0 = rgb.shape[:2]
-                h, w = (height, width) if height else (h0, w0)
+                h, w = (height, width) if height is not None else (h0, w0)
                 cam = cam_full.scaled(w / w0, h / h0)
                 if (h, w) != (h0, w0):
                     interp = cv2.INTER_AREA if h < h0 else cv2.INTER_LINEAR
@@ -293,6 +297,7 @@ def _ground_truth_images(truth: FrameGroundTruth, size: tuple[int, int]) -> dict
     return images
 
 
+@tool_main("cityscapes_to_bag")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cityscapes_to_bag", description=__doc__.split("\n")[0])
     ap.add_argument("--root", required=True, type=Path)
@@ -301,33 +306,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequence", type=int)
     ap.add_argument("--out", required=True, type=Path, help="bag directory to create (must not exist)")
     ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    ap.add_argument("--width", type=int)
-    ap.add_argument("--height", type=int)
+    ap.add_argument("--width", type=positive_int)
+    ap.add_argument("--height", type=positive_int)
     ap.add_argument("--with-gt", action="store_true", help="also write /gt/depth, /gt/semantic, /gt/motion")
     ap.add_argument("--semantic", choices=("five", "trainid"), default="five")
     ap.add_argument(
-        "--fps", type=float, default=17.0, help="frame rate used when timestamp_sequence is absent"
+        "--fps", type=positive_float, default=17.0, help="frame rate used when timestamp_sequence is absent"
     )
-    ap.add_argument("--snippet-gap", type=float, default=1.0, help="seconds between snippets")
+    ap.add_argument("--snippet-gap", type=non_negative_float, default=1.0, help="seconds between snippets")
     args = ap.parse_args(argv)
-    try:
-        counts = convert(
-            root=args.root,
-            split=args.split,
-            out=args.out,
-            city=args.city,
-            sequence=args.sequence,
-            storage=args.storage,
-            width=args.width,
-            height=args.height,
-            with_gt=args.with_gt,
-            semantic_mode=args.semantic,
-            fps=args.fps,
-            snippet_gap_s=args.snippet_gap,
-        )
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"cityscapes_to_bag: error: {exc}", file=sys.stderr)
-        return 2
+    counts = convert(
+        root=args.root,
+        split=args.split,
+        out=args.out,
+        city=args.city,
+        sequence=args.sequence,
+        storage=args.storage,
+        width=args.width,
+        height=args.height,
+        with_gt=args.with_gt,
+        semantic_mode=args.semantic,
+        fps=args.fps,
+        snippet_gap_s=args.snippet_gap,
+    )
     for topic, n in sorted(counts.items()):
         print(f"{topic}: {n} messages")
     print(f"wrote {args.out} ({args.storage})")

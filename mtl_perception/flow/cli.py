@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+from mtl_perception.atomic import atomic_path
+from mtl_perception.cli import image_size, tool_main, torch_device
+from mtl_perception.imageio import read_image
 
 from .api import calc_optical_flow_farneback
 from .codecs import write_flow_png
@@ -20,6 +25,10 @@ from .params import COMMON, CUDA_DEFAULTS, FarnebackParams
 from .synthetic import SmoothWarp, endpoint_error, texture
 
 PRESETS = {"cuda": CUDA_DEFAULTS, "common": COMMON}
+#: peak host memory of the CPU Farnebäck per pixel of one frame, with headroom (measured: about 600 bytes
+#: at 1024x2048, both presets, torch 2.13 CPU); a pair that needs more than is available is refused before
+#: any of it is allocated
+BYTES_PER_PIXEL = 800
 
 
 def _args(p: FarnebackParams) -> tuple:
@@ -28,11 +37,9 @@ def _args(p: FarnebackParams) -> tuple:
 
 def _read_gray(path: str) -> np.ndarray:
     """Image file -> grey, converted like cv2.cvtColor(COLOR_BGR2GRAY) (imread's own grey path differs)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image {path} not found")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path} is not a readable image")
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"image {path} is a directory")
+    image = read_image(path, cv2.IMREAD_UNCHANGED)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if image.ndim == 3 and image.dtype == np.uint8:
@@ -54,6 +61,11 @@ def compute_flow(prev: np.ndarray, nxt: np.ndarray, params: FarnebackParams, dev
 
 def run_demo(out_dir: Path, params: FarnebackParams, device: str, size=(256, 320), overwrite=False) -> dict:
     """Warp a real photo by a known smooth flow, recover it, write flow/colour PNGs, return the numbers."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file; with --demo it names the output folder")
+    color_path = out_dir / "flow_color.png"
+    for path in (out_dir / "flow.png", color_path):
+        check_output(path, overwrite=overwrite, needs_parent=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     h, w = size
     prev_bgr = texture("astronaut", h, w)
@@ -76,10 +88,7 @@ def run_demo(out_dir: Path, params: FarnebackParams, device: str, size=(256, 320
         ],
         axis=1,
     )
-    color_path = out_dir / "flow_color.png"
-    if color_path.exists() and not overwrite:
-        raise FileExistsError(f"{color_path} exists; pass --overwrite to replace it")
-    cv2.imwrite(str(color_path), panel[..., ::-1])
+    write_image(color_path, panel[..., ::-1], overwrite=overwrite)
     stats = {
         "size": [h, w],
         "params": params.to_dict(),
@@ -93,6 +102,38 @@ def run_demo(out_dir: Path, params: FarnebackParams, device: str, size=(256, 320
         "files": {"flow_png": str(out_dir / "flow.png"), "color_png": str(color_path)},
     }
     return stats
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool, needs_parent: bool = True) -> None:
+    """Everything that would make writing ``path`` fail, checked before any flow is computed."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output {path} is a directory; give a file path")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if needs_parent and not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {path.parent} does not exist (for {path.name})")
+    if not cv2.haveImageWriter(str(path)):
+        raise ValueError(f"cannot write an image named {path.name!r}; use a .png name")
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, *, overwrite: bool) -> None:
+    """cv2.imwrite, atomically and failing loudly (imwrite itself only returns False)."""
+    with atomic_path(path, overwrite=overwrite, make_parents=False) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"could not write {path}")
+
+
+def check_memory(height: int, width: int) -> None:
+    """Refuse a frame size whose flow cannot fit in the memory available now."""
+    import psutil
+
+    needed, available = height * width * BYTES_PER_PIXEL, psutil.virtual_memory().available
+    if needed > available:
+        raise ValueError(
+            f"a {width}x{height} pair needs about {needed / 2**30:.1f} GiB for the flow, "
+            f"{available / 2**30:.1f} GiB are available; resize the images first"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,38 +158,46 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="reproduce cv2.calcOpticalFlowFarneback (cpu) or cv::cuda::FarnebackOpticalFlow",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--device", default="cpu", type=torch_device, help="cpu or cuda[:N]")
     p.add_argument("--demo", action="store_true", help="synthetic real-texture pair with known flow")
-    p.add_argument("--size", default="256x320", help="demo frame size HxW")
+    p.add_argument("--size", default=(256, 320), type=image_size, help="demo frame size HxW")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
 
+@tool_main("flow_tool")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = FarnebackParams(**{**PRESETS[args.params].to_dict(), "resize_mode": args.resize_mode})
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("flow_tool: --device cuda requested but torch.cuda is not available", file=sys.stderr)
-        return 2
     if args.demo:
-        h, w = (int(v) for v in args.size.lower().split("x"))
+        check_memory(*args.size)
         stats = run_demo(
-            out_dir=Path(args.out), params=params, device=args.device, size=(h, w), overwrite=args.overwrite
+            out_dir=Path(args.out),
+            params=params,
+            device=args.device,
+            size=args.size,
+            overwrite=args.overwrite,
         )
         print(json.dumps(stats, indent=2))
         return 0
     if not (args.prev and args.next):
-        print("flow_tool: PREV and NEXT images are required (or use --demo)", file=sys.stderr)
+        print("flow_tool: error: PREV and NEXT images are required (or use --demo)", file=sys.stderr)
         return 2
+    outputs = [args.out] + ([args.color] if args.color else [])
+    if args.color and Path(args.color).resolve() == Path(args.out).resolve():
+        raise ValueError(f"--out and --color name the same file {args.out}")
+    for path in outputs:  # every output is checked before the flow is computed
+        check_output(path, overwrite=args.overwrite)
+    if Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out}: flow files are 16-bit PNGs; give a .png name")
     prev, nxt = _read_gray(args.prev), _read_gray(args.next)
     if prev.shape != nxt.shape:
-        raise ValueError(f"images differ in size: {prev.shape} vs {nxt.shape}")
+        raise ValueError(f"images differ in size: {args.prev} is {prev.shape}, {args.next} is {nxt.shape}")
+    check_memory(*prev.shape[:2])
     flow, conf = compute_flow(prev=prev, nxt=nxt, params=params, device=args.device)
     write_flow_png(args.out, flow, conf, overwrite=args.overwrite)
     if args.color:
-        if Path(args.color).exists() and not args.overwrite:
-            raise FileExistsError(f"{args.color} exists; pass --overwrite to replace it")
-        cv2.imwrite(args.color, flow_to_color(flow)[..., ::-1])
+        write_image(args.color, flow_to_color(flow)[..., ::-1], overwrite=args.overwrite)
     mag = np.hypot(flow[..., 0], flow[..., 1])
     print(
         f"flow {prev.shape[1]}x{prev.shape[0]}: mean |flow| {mag.mean():.3f} px, max {mag.max():.3f} px, "

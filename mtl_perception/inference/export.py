@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mtl_perception.atomic import atomic_path
+from mtl_perception.cli import non_negative_int, positive_int, tool_main
 from mtl_perception.model import ModelConfig, MultiTaskNet, build_model, load_checkpoint
 
 LOG = logging.getLogger("mtl_perception.inference")
@@ -190,38 +191,50 @@ def model_from_source(
     return build_model(preset=preset, **build_kwargs).eval(), f"random init preset={preset} seed={seed}"
 
 
+def _opset(text: str) -> int:
+    """--opset: what export_onnx supports (>= 17) and the TorchScript exporter can write."""
+    import argparse
+
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as highest
+
+    value = positive_int(text)
+    if not 17 <= value <= highest:
+        raise argparse.ArgumentTypeError(f"expected an opset from 17 to {highest}, got {text!r}")
+    return value
+
+
+@tool_main("export_model")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Export a MultiTaskNet to ONNX with argmax outputs and metadata."
+        prog="export_model", description="Export a MultiTaskNet to ONNX with argmax outputs and metadata."
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint written by save_checkpoint")
+    source.add_argument("--checkpoint", type=Path, help="checkpoint written by save_checkpoint")
     source.add_argument("--preset", choices=("ti", "lite"), help="export a seeded random init (untrained)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--height", type=int, default=384)
-    parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--out", required=True, help="output .onnx path")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--height", type=positive_int, default=384)
+    parser.add_argument("--width", type=positive_int, default=768)
+    parser.add_argument("--out", required=True, type=Path, help="output .onnx path")
     parser.add_argument("--with-probabilities", action="store_true", help="also output softmax probabilities")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=_opset, default=17)
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
+    if args.out.is_dir():  # checked before the network is built
+        raise IsADirectoryError(f"--out {args.out} is a directory; give the .onnx file to write")
+    if args.out.exists() and not args.force:
+        raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        model, origin = model_from_source(
-            checkpoint=args.checkpoint, preset=args.preset or "ti", seed=args.seed
-        )
-        path = export_onnx(
-            model=model,
-            out=args.out,
-            height=args.height,
-            width=args.width,
-            with_probabilities=args.with_probabilities,
-            opset=args.opset,
-            force=args.force,
-            source=origin,
-        )
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        parser.exit(2, f"export_model: error: {exc}\n")
+    model, origin = model_from_source(checkpoint=args.checkpoint, preset=args.preset or "ti", seed=args.seed)
+    path = export_onnx(
+        model=model,
+        out=args.out,
+        height=args.height,
+        width=args.width,
+        with_probabilities=args.with_probabilities,
+        opset=args.opset,
+        force=args.force,
+        source=origin,
+    )
     print(path)
     return 0
 

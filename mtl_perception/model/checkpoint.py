@@ -7,6 +7,7 @@ that tries to run code is refused before anything executes.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -64,14 +65,33 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskNet, overwrite: boo
     return path
 
 
+def _unpickling_reason(error: Exception) -> str:
+    """The reason in torch's weights-only error, without its advice and links (their wording varies)."""
+    advice = ("weights_only", "Weights only", "documentation", "file an issue")
+    for line in str(error).splitlines():
+        line = line.replace("WeightsUnpickler error:", "").strip()
+        if line and not any(word in line for word in advice):
+            return line
+    return "not a weights-only pickle"
+
+
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load and validate the payload dict (format, version, keys) without building a network."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a directory, expected a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError, RuntimeError (bad zip), EOFError (truncated), ...
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False: never the right advice for a file that failed here;
+        # keep only its reason (an unsupported global, a bad opcode)
+        raise CheckpointError(
+            f"{path}: not a weights-only checkpoint ({_unpickling_reason(exc)}); do not load it with "
+            f"weights_only=False unless you trust its source"
+        ) from exc
+    except Exception as exc:  # RuntimeError (bad zip), EOFError (truncated), ...
         raise CheckpointError(
             f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''})"

@@ -10,11 +10,16 @@ trainable tensors (conv weights + BN affine), BN running statistics excluded.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.cli import positive_int, tool_main
 
 from .net import MultiTaskNet, build_model
 
@@ -111,21 +116,22 @@ def format_table(rows: list[dict], height: int, width: int) -> str:
     return "\n".join(lines)
 
 
+@tool_main("model_complexity")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print GMACs and parameters of the network presets.")
-    parser.add_argument("--height", type=int, default=TI_SIZE[0])
-    parser.add_argument("--width", type=int, default=TI_SIZE[1])
-    parser.add_argument("--json", help="also write the table to this JSON file")
+    parser = argparse.ArgumentParser(
+        prog="model_complexity", description="Print GMACs and parameters of the network presets."
+    )
+    parser.add_argument("--height", type=positive_int, default=TI_SIZE[0])
+    parser.add_argument("--width", type=positive_int, default=TI_SIZE[1])
+    parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
+    if args.json is not None and args.json.is_dir():
+        raise IsADirectoryError(f"--json {args.json} is a directory; give the file to write")
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     rows = complexity_table(args.height, args.width)
     print(format_table(rows, args.height, args.width))
     if args.json:
-        import json
-        from pathlib import Path
-
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        atomic_write_bytes(args.json, json.dumps(rows, indent=2).encode())
     return 0
 
 

@@ -90,19 +90,30 @@ class MultiTaskNet(nn.Module):
     def streams(self) -> tuple[str, ...]:
         return self.config.streams
 
-    def forward(self, image: Tensor | None, flow: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, image: Tensor | None, flow: Tensor | None = None, *, return_features: bool = False
+    ) -> dict[str, Tensor] | tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
         """image (N,3,H,W) RGB 0..255; flow (N,3,H,W) = (u, v) px at input resolution + confidence 0..1.
 
         Each input is required exactly when the network has that stream (image may be None if flow-only).
 
         Returns {"depth": (N,1,H,W) metres (unclamped), "semantic": (N,C,H,W) logits, "motion": (N,2,H,W)
         logits}, only for the tasks this network was built with.
+
+        With return_features=True returns (outputs, (shared, skip)) for task weighting: `shared` is the
+        trunk output (stride 16) and `skip` the fused stride-4 map as the decoders consume it.
         """
         inputs = self._validated_inputs(image, flow)
         features = [self.stems[name](x) for name, x in inputs.items()]
         stride4 = self.fusion(torch.cat(features, dim=1)) if self.fusion is not None else features[0]
         shared = self.trunk(stride4)
-        return {task: decoder(shared, stride4) for task, decoder in self.decoders.items()}
+        # The decoders read the stride-4 map through its own view node, so a hook on `skip` sees only the
+        # decoders' gradient and not the trunk's (the view is free and changes no value).
+        skip = stride4.view_as(stride4) if return_features else stride4
+        outputs = {task: decoder(shared, skip) for task, decoder in self.decoders.items()}
+        if return_features:
+            return outputs, (shared, skip)
+        return outputs
 
     def _validated_inputs(self, image: Tensor | None, flow: Tensor | None) -> dict[str, Tensor]:
         """Normalised inputs per stream, in stream order (flow first, as TI); raw inputs are validated."""

@@ -3,6 +3,11 @@
 Messages are published as the serialized CDR bytes stored in the bag (rclpy publishes ``bytes`` as-is), so
 nothing is deserialized on the way. QoS: reliable, keep-last 10, volatile (``ros2 bag play``'s default).
 Users with a ROS 2 install can equally run ``ros2 bag play BAG`` on the same bags.
+
+A bag that cannot be opened or read (truncated, missing or garbage storage file, bad metadata) is one error
+line naming it, before anything is published; a message that does not decode (or an image whose data does
+not fill its size) is skipped with a warning, and the run then ends with an error (exit 2). SIGINT/SIGTERM
+stop playback: exit 130/143 (rclpy's own signal handlers are off; the CLI entry handles them).
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ import argparse
 import importlib
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+from mtl_perception.cli import non_negative_float, non_negative_int, positive_float, tool_main
 
 
 def message_class(msgtype: str):
@@ -35,6 +43,44 @@ def _playback_qos():
     )
 
 
+class DamagedBagError(ValueError):
+    """The bag cannot be opened or read to its end."""
+
+
+@contextmanager
+def open_bag(bag: Path):
+    """rosbags' AnyReader on ``bag``; its errors (and those of the storage file) become one line naming it."""
+    from rosbags.highlevel import AnyReader
+
+    if not (bag / "metadata.yaml").is_file():
+        raise FileNotFoundError(f"not a rosbag2 directory (no metadata.yaml): {bag}")
+    try:
+        reader = AnyReader([bag])
+        reader.open()
+    except Exception as error:  # AnyReaderError, sqlite3 and YAML errors, struct errors of a cut file
+        raise DamagedBagError(f"{bag}: cannot open the bag ({_reason(error)})") from error
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _decode_problem(reader, conn, raw: bytes) -> str | None:
+    """Why the message does not decode, or None. An image must also hold step x height bytes."""
+    try:
+        msg = reader.deserialize(raw, conn.msgtype)
+    except Exception as error:  # the CDR deserializer raises whatever the bytes make it hit
+        return _reason(error)
+    if conn.msgtype == "sensor_msgs/msg/Image" and len(msg.data) != msg.step * msg.height:
+        return f"image data has {len(msg.data)} bytes, step x height is {msg.step * msg.height}"
+    return None
+
+
 def play(
     bag: Path,
     *,
@@ -47,65 +93,91 @@ def play(
     progress: bool = True,
 ) -> int:
     """Publish every message of ``bag``; returns the number of messages published."""
-    import rclpy
-    from rosbags.highlevel import AnyReader
-
-    if rate <= 0:
-        raise ValueError(f"--rate must be positive, got {rate}")
+    if not (rate > 0 and rate != float("inf")):  # also refuses NaN
+        raise ValueError(f"--rate must be a positive finite number, got {rate}")
     bag = Path(bag)
-    if not (bag / "metadata.yaml").is_file():
-        raise FileNotFoundError(f"not a rosbag2 directory (no metadata.yaml): {bag}")
-    rclpy.init()
-    node = rclpy.create_node("play_bag")
-    published = 0
-    try:
-        with AnyReader([bag]) as reader:
-            conns = [c for c in reader.connections if topics is None or c.topic in topics]
-            if topics:
-                unknown = set(topics) - {c.topic for c in reader.connections}
-                if unknown:
-                    raise ValueError(f"topics not in {bag}: {sorted(unknown)}")
-            qos = _playback_qos()
-            pubs = {}
-            for c in conns:
-                if c.topic not in pubs:
-                    pubs[c.topic] = node.create_publisher(message_class(c.msgtype), c.topic, qos)
-            _wait_for_subscribers(node, pubs, wait_for_subscribers, wait_timeout)
-            if start_delay > 0:
-                time.sleep(start_delay)
-            total = sum(c.msgcount for c in conns)
-            duration = max(reader.end_time - reader.start_time, 0) * 1e-9
-            while True:
-                wall0, bag0 = time.monotonic(), None
-                last_print = 0.0
-                for i, (conn, stamp, raw) in enumerate(reader.messages(connections=conns)):
-                    bag0 = stamp if bag0 is None else bag0
-                    delay = wall0 + (stamp - bag0) * 1e-9 / rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    if not rclpy.ok():  # SIGINT/SIGTERM shut the context down: stop cleanly
-                        break
-                    pubs[conn.topic].publish(bytes(raw))
-                    published += 1
-                    now = time.monotonic()
-                    if progress and (now - last_print > 0.5 or i + 1 == total):
-                        last_print = now
-                        print(
-                            f"\r[play_bag] {i + 1}/{total} msgs, t {(stamp - reader.start_time) * 1e-9:6.2f}"
-                            f"/{duration:.2f} s",
-                            end="",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                if not loop or not rclpy.ok():
-                    break
-            if progress:
-                print(file=sys.stderr)
+    with open_bag(bag) as reader:
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        if topics:
+            unknown = set(topics) - {c.topic for c in reader.connections}
+            if unknown:
+                raise ValueError(f"topics not in {bag}: {sorted(unknown)}")
+        import rclpy
+        from rclpy.signals import SignalHandlerOptions
+
+        # the CLI entry turns SIGINT/SIGTERM into exceptions; rclpy's handlers would only stop the context
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        node = rclpy.create_node("play_bag")
+        try:
+            published, undecodable = _publish_all(
+                reader, node, conns, rate, loop, start_delay, wait_for_subscribers, wait_timeout, progress
+            )
             time.sleep(0.5)  # let reliable writers deliver the last messages before the node goes away
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+    if undecodable:
+        raise DamagedBagError(f"{bag}: {undecodable} messages did not decode and were skipped")
     return published
+
+
+def _publish_all(reader, node, conns, rate, loop, start_delay, wait_for, wait_timeout, progress):
+    qos = _playback_qos()
+    pubs = {}
+    for c in conns:
+        if c.topic not in pubs:
+            pubs[c.topic] = node.create_publisher(message_class(c.msgtype), c.topic, qos)
+    _wait_for_subscribers(node, pubs, wait_for, wait_timeout)
+    if start_delay > 0:
+        time.sleep(start_delay)
+    total = sum(c.msgcount for c in conns)
+    duration = max(reader.end_time - reader.start_time, 0) * 1e-9
+    published = undecodable = 0
+    while True:
+        wall0, bag0 = time.monotonic(), None
+        last_print = 0.0
+        messages = reader.messages(connections=conns)
+        i = -1
+        while True:
+            try:
+                conn, stamp, raw = next(messages)
+            except StopIteration:
+                break
+            except Exception as error:  # a cut or damaged storage file, found while reading
+                raise DamagedBagError(
+                    f"{reader.paths[0]}: damaged after {i + 1} messages ({_reason(error)})"
+                ) from error
+            i += 1
+            bag0 = stamp if bag0 is None else bag0
+            delay = wall0 + (stamp - bag0) * 1e-9 / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            problem = _decode_problem(reader, conn, raw)
+            if problem:
+                undecodable += 1
+                print(
+                    f"\nplay_bag: warning: skipped message {i + 1} on {conn.topic} (stamp {stamp}): "
+                    f"{problem}",
+                    file=sys.stderr,
+                )
+                continue
+            pubs[conn.topic].publish(bytes(raw))
+            published += 1
+            now = time.monotonic()
+            if progress and (now - last_print > 0.5 or i + 1 == total):
+                last_print = now
+                print(
+                    f"\r[play_bag] {i + 1}/{total} msgs, t {(stamp - reader.start_time) * 1e-9:6.2f}"
+                    f"/{duration:.2f} s",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if not loop:
+            break
+    if progress:
+        print(file=sys.stderr)
+    return published, undecodable
 
 
 def _wait_for_subscribers(node, pubs: dict, wanted: int, timeout: float) -> None:
@@ -124,39 +196,36 @@ def _wait_for_subscribers(node, pubs: dict, wanted: int, timeout: float) -> None
     )
 
 
+@tool_main("play_bag")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="play_bag", description=__doc__.split("\n")[0])
     ap.add_argument("bag", type=Path)
-    ap.add_argument("--rate", type=float, default=1.0)
+    ap.add_argument("--rate", type=positive_float, default=1.0)
     ap.add_argument("--loop", action="store_true")
     ap.add_argument("--topics", nargs="+")
-    ap.add_argument("--start-delay", type=float, default=0.0, help="seconds to wait before the first message")
+    ap.add_argument(
+        "--start-delay", type=non_negative_float, default=0.0, help="seconds to wait before the first message"
+    )
     ap.add_argument(
         "--wait-for-subscribers",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="wait until N subscriptions are matched (bounded by --wait-timeout)",
     )
-    ap.add_argument("--wait-timeout", type=float, default=10.0)
+    ap.add_argument("--wait-timeout", type=non_negative_float, default=10.0)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        n = play(
-            args.bag,
-            rate=args.rate,
-            loop=args.loop,
-            topics=args.topics,
-            start_delay=args.start_delay,
-            wait_for_subscribers=args.wait_for_subscribers,
-            wait_timeout=args.wait_timeout,
-            progress=not args.quiet,
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"play_bag: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    n = play(
+        args.bag,
+        rate=args.rate,
+        loop=args.loop,
+        topics=args.topics,
+        start_delay=args.start_delay,
+        wait_for_subscribers=args.wait_for_subscribers,
+        wait_timeout=args.wait_timeout,
+        progress=not args.quiet,
+    )
     print(f"play_bag: published {n} messages", file=sys.stderr)
     return 0
 

@@ -1,7 +1,12 @@
 """Writing snippets in the Cityscapes layout: every frame's image, vehicle.json and timestamp, and the
 annotated frames' image, label ids, motion mask, disparity and camera file. Existing files are never
 overwritten unless asked (checked before anything is written); snippets render in parallel processes on
-request, each deterministic from (seed, city, sequence)."""
+request, each deterministic from (seed, city, sequence).
+
+A run renders into a hidden staging folder inside the dataset root and moves its output into place only
+when every snippet is written, so a failed or interrupted run leaves the dataset as it was. With
+``overwrite`` the city's folders of the split are replaced as a whole (a shorter rerun leaves no frames of
+the earlier one behind)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_perception.data.cityscapes import FrameId, cityscapes_path, depth_to_disparity
+from mtl_perception.atomic import staging_directory
+from mtl_perception.cli import WorkerPool, signals_deferred
+from mtl_perception.data.cityscapes import LAYOUT, FrameId, cityscapes_path, depth_to_disparity
 
 from .annotation import DEFAULT_FLOW_GAP, annotated_frames
 from .geometry import cityscapes_like_camera
@@ -22,6 +29,8 @@ from .world import Scene
 
 EVERY_FRAME_KINDS = ("image_sequence", "vehicle", "timestamp")
 ANNOTATED_FRAME_KINDS = ("image", "label_ids", "motion", "disparity", "camera")
+#: the top-level folders a run writes into (each holds ``{split}/{city}/``)
+GENERATED_FOLDERS = tuple(dict.fromkeys(LAYOUT[k][0] for k in EVERY_FRAME_KINDS + ANNOTATED_FRAME_KINDS))
 
 
 def _sequence_rng(seed: int, city: str, seq: int) -> np.random.Generator:
@@ -129,7 +138,8 @@ def generate(
     annotate: str = "cityscapes",
     flow_gap: int = DEFAULT_FLOW_GAP,
 ) -> None:
-    """Write ``sequences`` snippets of ``frames`` frames; refuses to overwrite existing files unless asked.
+    """Write ``sequences`` snippets of ``frames`` frames; refuses to overwrite existing files unless asked,
+    and with ``overwrite`` replaces the city's output of the split as a whole.
 
     ``annotate="cityscapes"`` writes ground truth for one frame per snippet (frame 19 of 30, as
     Cityscapes); ``"all"`` for every frame f >= ``flow_gap`` (those whose flow input f - flow_gap exists).
@@ -137,44 +147,73 @@ def generate(
     from tqdm import tqdm
 
     root = Path(root)
-    if frames < 1 or sequences < 1 or height < 8 or width < 8:
+    if frames < 1 or sequences < 1 or height < 8 or width < 8 or workers < 1:
         raise ValueError(
-            f"need frames, sequences >= 1 and an image of at least 8x8, got "
-            f"{sequences=} {frames=} {height=} {width=}"
+            f"need frames, sequences, workers >= 1 and an image of at least 8x8, got "
+            f"{sequences=} {frames=} {height=} {width=} {workers=}"
         )
-    if "_" in city or "/" in city:
-        raise ValueError(f"city names may not contain '_' or '/': {city!r}")
+    if not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive finite number, got {fps}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    if not city or "_" in city or "/" in city or city.strip() != city:
+        raise ValueError(f"city names must be non-empty without '_', '/' or surrounding spaces: {city!r}")
+    if not split or "/" in split:
+        raise ValueError(f"split must be a non-empty folder name, got {split!r}")
     annotated_frames(frames, annotate, flow_gap)  # a bad mode or gap fails here, before anything is written
     if not overwrite:
         for s in range(sequences):
             for p in sequence_outputs(root, split, city, s, frames, annotate=annotate, flow_gap=flow_gap):
                 if p.exists():
                     raise FileExistsError(f"{p} exists; pass --overwrite to replace the generated files")
-    snippet = dict(
-        root=root,
-        split=split,
-        city=city,
-        num_frames=frames,
-        height=height,
-        width=width,
-        seed=seed,
-        fps=fps,
-        annotate=annotate,
-        flow_gap=flow_gap,
-    )
     bar = tqdm(
         total=sequences * frames, desc=f"render {city}/{split}", unit="frame", disable=not show_progress
     )
-    with bar:
+    with staging_directory(root / f"{city}-{split}") as stage, bar:
+        snippet = dict(
+            root=stage,
+            split=split,
+            city=city,
+            num_frames=frames,
+            height=height,
+            width=width,
+            seed=seed,
+            fps=fps,
+            annotate=annotate,
+            flow_gap=flow_gap,
+        )
         if workers <= 1 or sequences == 1:
             for s in range(sequences):
                 generate_sequence(seq=s, progress=bar, **snippet)
-            return
-        # one process per snippet: every snippet is independent and deterministic from (seed, city, seq)
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        else:
+            # one process per snippet: every snippet is independent and deterministic from (seed, city, seq)
+            from concurrent.futures import as_completed
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            jobs = [pool.submit(generate_sequence, seq=s, **snippet) for s in range(sequences)]
-            for job in as_completed(jobs):
-                job.result()
-                bar.update(frames)
+            with WorkerPool(workers) as pool:
+                jobs = [pool.submit(generate_sequence, seq=s, **snippet) for s in range(sequences)]
+                for job in as_completed(jobs):
+                    job.result()
+                    bar.update(frames)
+        _publish(stage=stage, root=root, split=split, city=city, replace=overwrite)
+
+
+def _publish(*, stage: Path, root: Path, split: str, city: str, replace: bool) -> None:
+    """Move the staged ``{folder}/{split}/{city}`` folders into ``root``: whole (``replace``: the old ones go
+    to the staging folder, deleted with it) or, beside existing files of other runs, file by file (those
+    were checked not to collide). Signals wait until every folder is in place."""
+    with signals_deferred():
+        for folder in GENERATED_FOLDERS:
+            new, target = stage / folder / split / city, root / folder / split / city
+            if replace and target.exists():
+                target.rename(stage / f"replaced-{folder}")
+            if not new.is_dir():
+                continue
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                new.rename(target)
+                continue
+            for item in sorted(new.rglob("*")):
+                if item.is_file():
+                    destination = target / item.relative_to(new)
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    item.rename(destination)

@@ -1,0 +1,228 @@
+"""The command line of ``training/train.py``: TI's recipe as the defaults, one help line per flag.
+
+The task-weighting options come from ``weighting_options(method)`` of each method, so a method's flag and
+its default are defined once, in the weighting module. They default to None here: a method receives only
+the options given on the command line, and its own defaults otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER
+from mtl_perception.learning.distributed import check_gpus
+from mtl_perception.learning.weighting import METHODS, weighting_options
+from mtl_perception.model import TASK_NAMES
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except None (no default: the help says what happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All flags of training/train.py, with TI's recipe as the defaults."""
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train the two-stream multi-task network (TI's recipe by default). See docs/training.md.",
+        formatter_class=_HelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data_path", type=Path, default=DEFAULT_ROOT, help="Cityscapes-layout root")
+    data.add_argument("--train_split", default="train", help="split trained on")
+    data.add_argument("--val_split", default="val", help="split evaluated every --evaluate_every epochs")
+    data.add_argument("--flow_folder", default=FLOW_FOLDER, help="folder of make_flow_dataset's flow PNGs")
+    data.add_argument(
+        "--semantic_mode",
+        choices=("five", "trainid", "ti_five"),
+        default="five",
+        help="TI's five classes from *_labelIds.png, the 19 trainIds, or TI's own five-class files",
+    )
+    data.add_argument(
+        "--img_resize",
+        type=int,
+        nargs=2,
+        default=(384, 768),
+        metavar=("H", "W"),
+        help="network input size (train crops and validation resize)",
+    )
+    data.add_argument(
+        "--output_size",
+        type=int,
+        nargs=2,
+        default=(1024, 2048),
+        metavar=("H", "W"),
+        help="size the validation metrics are computed at (predictions upsampled)",
+    )
+    data.add_argument(
+        "--transform_rotation",
+        type=float,
+        default=5.0,
+        help="random rotation range in degrees (TI), applied with probability 0.5",
+    )
+    data.add_argument("--workers", type=int, default=8, help="DataLoader worker processes per GPU")
+    data.add_argument("--prefetch_factor", type=int, default=2, help="batches each worker loads ahead")
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--preset",
+        choices=("ti", "lite"),
+        default="ti",
+        help="ti: TI's network; lite: half width, for CPUs and small GPUs",
+    )
+    model.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=TASK_NAMES,
+        default=list(TASK_NAMES),
+        help="tasks to learn; a single task is a single-task model (RGB input for depth and "
+        "semantic, RGB + flow whenever motion is among them, as TI)",
+    )
+    model.add_argument(
+        "--dropout", type=float, default=None, help="decoder dropout (default: the preset's, 0.2)"
+    )
+    model.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="PATH",
+        help="initialise from an RGB network: a mtl_perception checkpoint or a torchvision "
+        "mobilenet_v2 state_dict (both streams' stems from its encoder, decoders from its "
+        "decoder; mismatched last convs skipped)",
+    )
+    opt = p.add_argument_group("optimisation (TI's recipe)")
+    opt.add_argument(
+        "--epochs", type=int, default=250, help="epochs to train (the total, also after --resume)"
+    )
+    opt.add_argument("--epoch_size", type=int, default=0, help="steps per epoch; 0: the whole training split")
+    opt.add_argument("--batch_size", type=int, default=16, help="global batch, split evenly over the GPUs")
+    opt.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    opt.add_argument(
+        "--weight_decay", type=float, default=1e-4, help="Adam (coupled L2) weight decay, all weights"
+    )
+    opt.add_argument(
+        "--warmup_epochs", type=int, default=5, help="warm-up epochs (epoch 0 at --warmup_factor)"
+    )
+    opt.add_argument("--warmup_factor", type=float, default=1e-3, help="LR multiplier of the first epoch")
+    opt.add_argument(
+        "--milestones", type=int, nargs="*", default=[100, 200], help="epochs where LR *= --gamma"
+    )
+    opt.add_argument("--gamma", type=float, default=0.5, help="LR step factor")
+    opt.add_argument(
+        "--class_weights",
+        choices=("none", "ti"),
+        default="none",
+        help="ti: TI's class weights for semantic (five classes) and motion",
+    )
+    opt.add_argument(
+        "--class_weight_probability",
+        type=float,
+        default=0.0,
+        help="0: class weights every step; p: only in a random fraction p of steps (TI: 0.2)",
+    )
+    opt.add_argument("--seed", type=int, default=1, help="seed of the init, the data order and augmentation")
+    weighting = p.add_argument_group("task weighting")
+    weighting.add_argument(
+        "--multi_task_type",
+        choices=METHODS,
+        default="vanilla",
+        help="how the task losses are weighted (docs/training.md, 'Task weighting')",
+    )
+    options: dict[str, list[tuple[str, object, str]]] = {}
+    for method in METHODS:
+        for name, (default, text) in weighting_options(method).items():
+            options.setdefault(name, []).append((method, default, text))
+    for name, uses in options.items():
+        # The type of the defaults (float when every default is None, e.g. "use the network's lr");
+        # default None, so a method receives only the options given and keeps its own defaults otherwise.
+        kinds = {type(d) for _, d, _ in uses if d is not None}
+        kind = kinds.pop() if len(kinds) == 1 and kinds <= {int, float, str} else float
+        defaults = "; ".join(f"{method}: {default}" for method, default, _ in uses)
+        weighting.add_argument(
+            f"--{name}", type=kind, default=None, help=f"{uses[0][2]} (defaults: {defaults})"
+        )
+    run = p.add_argument_group("run")
+    run.add_argument(
+        "--output_dir",
+        type=Path,
+        default=Path("./data/checkpoints/train"),
+        help="checkpoint.pt, best.pt, best.onnx, metrics.json, tensorboard/",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the outputs of a previous run in --output_dir"
+    )
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a run from its checkpoint.pt (same flags; --epochs may grow)",
+    )
+    run.add_argument("--evaluate_every", type=int, default=1, help="validate every N epochs (and the last)")
+    run.add_argument(
+        "--gpus",
+        type=int,
+        nargs="+",
+        default=None,
+        help="GPU indices: one DistributedDataParallel process per GPU; leave out for the CPU",
+    )
+    run.add_argument("--device", default=None, help="cpu or cuda[:N] for one process (default: cpu)")
+    run.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast (no loss scaling, so the weighting sees the true losses)",
+    )
+    run.add_argument("--channels_last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
+    run.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs (TI: off; CUDA only)")
+    run.add_argument(
+        "--freeze_bn",
+        action="store_true",
+        help="BatchNorm in eval mode (running statistics, not updated): fine-tuning with small batches",
+    )
+    run.add_argument(
+        "--tensorboard_images", type=int, default=2, help="validation predictions logged per evaluation"
+    )
+    run.add_argument(
+        "--export_onnx",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="export best.pt to best.onnx (at --img_resize) at the end",
+    )
+    return p
+
+
+def check_args(args) -> None:
+    """Values argparse cannot check; each error names the flag and the value."""
+    for flag in ("img_resize", "output_size"):
+        h, w = getattr(args, flag)
+        if h <= 0 or w <= 0 or (flag == "img_resize" and (h % 16 or w % 16)):
+            need = "positive multiples of 16 (the network's stride)" if flag == "img_resize" else "positive"
+            raise ValueError(f"--{flag} {h} {w}: height and width must be {need}")
+    if args.gpus:
+        check_gpus(args.gpus)  # before the data: the seed's commands stop here on a CPU machine
+    world = len(args.gpus) if args.gpus else 1
+    if args.batch_size < 1 or args.batch_size % world:
+        raise ValueError(f"--batch_size {args.batch_size}: must be a positive multiple of the {world} GPU(s)")
+    for flag in ("epochs", "evaluate_every"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} {getattr(args, flag)}: must be >= 1")
+    if args.sync_bn and not args.gpus and (args.device or "cpu") == "cpu":
+        raise ValueError("--sync_bn: torch's SyncBatchNorm runs on CUDA only; leave it out on the CPU")
+    if args.class_weights == "ti" and "semantic" in args.tasks and args.semantic_mode == "trainid":
+        raise ValueError(
+            "--class_weights ti: TI's semantic weights are for the five classes, not --semantic_mode trainid"
+        )
+
+
+def method_options(args) -> dict:
+    """The chosen method's options given on the command line (the others keep the method's defaults)."""
+    names = weighting_options(args.multi_task_type)
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def run_config(args) -> dict:
+    """The flags of this run as plain data (checkpoint.pt, the resume check)."""
+    return {
+        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+        for k, v in vars(args).items()
+    }

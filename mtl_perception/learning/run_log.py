@@ -1,0 +1,98 @@
+"""What a training run reports, on rank 0 only: ``metrics.json`` (one dict per epoch, rewritten atomically
+after each epoch) and TensorBoard events under ``<output_dir>/tensorboard`` (losses and weights per step,
+the epoch's metrics, a few validation predictions as images)."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.data.cityscapes import semantic_palette
+from mtl_perception.demo import depth_to_color
+from mtl_perception.learning.output_dir import METRICS, TENSORBOARD
+from mtl_perception.pipeline import colorize
+
+MOTION_PALETTE = np.array([(0, 0, 0), (255, 64, 0)], dtype=np.uint8)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: the CUDA caching allocator's peak on a GPU, the process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class RunLog:
+    def __init__(self, output_dir: Path, *, history: list[dict], purge_step: int | None, semantic_mode: str):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.output_dir = Path(output_dir)
+        self.history = list(history)
+        # purge_step: after a resume, TensorBoard hides the events the interrupted run wrote past the
+        # checkpoint, so the curves do not show the same steps twice.
+        self.writer = SummaryWriter(str(self.output_dir / TENSORBOARD), purge_step=purge_step)
+        self.palette = semantic_palette(semantic_mode)
+
+    def step(self, global_step: int, losses: dict[str, float], weights: dict[str, float], lr: float) -> None:
+        for task, value in losses.items():
+            self.writer.add_scalar(f"loss/{task}", value, global_step)
+        for task, value in weights.items():
+            self.writer.add_scalar(f"weight/{task}", value, global_step)
+        self.writer.add_scalar("lr", lr, global_step)
+
+    def epoch(self, record: dict, global_step: int) -> None:
+        """Append the epoch's record to metrics.json (atomically) and its numbers to TensorBoard."""
+        self.history.append(record)
+        atomic_write_bytes(
+            self.output_dir / METRICS, json.dumps(self.history, indent=2, allow_nan=True).encode()
+        )
+        for key, value in record.items():
+            if key.startswith("val/") and isinstance(value, float) and math.isfinite(value):
+                self.writer.add_scalar(key, value, global_step)
+        for key in ("time_per_step_s", "samples_per_s", "peak_memory_mb"):
+            if key in record:
+                self.writer.add_scalar(f"speed/{key}", record[key], global_step)
+        self.writer.flush()
+
+    def predictions(self, model, dataset, device: torch.device, global_step: int, limit: int) -> None:
+        """Input, then prediction beside ground truth for each task, for the first ``limit`` validation
+        samples (the ground truth nearest-resized to the network's size)."""
+        count = min(limit, len(dataset))
+        batch = torch.utils.data.default_collate([dataset[i] for i in range(count)])
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            flow = batch.get("flow")
+            outputs = model(batch["image"].to(device), None if flow is None else flow.to(device))
+        model.train(was_training)
+        for i in range(count):
+            panels = [batch["image"][i].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()]
+            for task, output in outputs.items():
+                prediction, target = output[i].float().cpu(), batch[task][i].cpu()
+                size = tuple(prediction.shape[-2:])
+                if tuple(target.shape[-2:]) != size:
+                    squeeze = target.dim() == 2
+                    target = F.interpolate(
+                        (target[None, None] if squeeze else target[None]).float(), size=size
+                    )
+                    target = target[0, 0] if squeeze else target[0]
+                if task == "depth":
+                    target = torch.where(target > 0, target.float(), torch.nan)
+                    pair = [depth_to_color(prediction[0].numpy()), depth_to_color(target[0].numpy())]
+                else:
+                    palette = self.palette if task == "semantic" else MOTION_PALETTE
+                    ids = prediction.argmax(0).numpy().astype(np.uint8)
+                    pair = [colorize(ids, palette), colorize(target.numpy().astype(np.uint8), palette)]
+                panels.append(np.concatenate(pair, axis=1))
+            for task, panel in zip(["image", *outputs], panels, strict=True):
+                self.writer.add_image(f"val/{task}/{i}", panel, global_step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.writer.close()

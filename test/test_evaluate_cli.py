@@ -1,0 +1,97 @@
+"""training/evaluate.py: the checkpoint and its ONNX export give the same numbers (PyTorch vs ONNX Runtime),
+the backend path equals the in-training module path, JSON output, and the no-model error."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import FLOW_SIZE, HEIGHT, SPLIT, WIDTH, synthetic_root_with_flow
+
+from mtl_perception.inference.export import export_onnx
+from mtl_perception.learning.dataset import CityscapesMultiTask
+from mtl_perception.learning.evaluation import EvalResize, evaluate
+from mtl_perception.model import build_model, save_checkpoint
+from mtl_perception_training.evaluate import NO_SHIPPED_MODEL, main
+
+OUTPUT = ["--output_size", str(HEIGHT), str(WIDTH)]
+SIZE = [str(FLOW_SIZE[0]), str(FLOW_SIZE[1])]
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory, torch_one_thread):
+    torch.manual_seed(3)
+    net = build_model("lite").eval()
+    folder = tmp_path_factory.mktemp("eval_cli")
+    ckpt = save_checkpoint(folder / "best.pt", net, img_resize=list(FLOW_SIZE))
+    onnx = export_onnx(net, folder / "best.onnx", *FLOW_SIZE)
+    return net, ckpt, onnx
+
+
+def _run(tmp_path, name, *args):
+    out = tmp_path / f"{name}.json"
+    argv = ["--data_path", str(synthetic_root_with_flow()), "--split", SPLIT, *OUTPUT, "--json", str(out)]
+    assert main([*argv, "--device", "cpu", "--workers", "0", *args]) == 0
+    return json.loads(out.read_text())
+
+
+def test_checkpoint_and_onnx_export_agree(model_files, tmp_path, capsys):
+    net, ckpt, onnx = model_files
+    from_torch = _run(tmp_path, "torch", "--checkpoint", str(ckpt))
+    from_onnx = _run(tmp_path, "onnx", "--checkpoint", str(onnx))
+    assert from_torch["setup"]["backend"].startswith("torch-cpu")
+    assert from_onnx["setup"]["backend"].startswith("onnxruntime-cpu")
+    assert from_torch["setup"]["img_resize"] == list(FLOW_SIZE)  # taken from the checkpoint's extra
+    for key in ("depth_ard", "semantic_miou", "motion_miou", "depth_abs_rel", "depth_rmse"):
+        assert isinstance(from_torch[key], float) and 0 <= from_torch[key] < 1e3, key
+    for key, value in from_torch.items():
+        if key == "setup":
+            continue
+        if value is None:  # NaN (an IoU of a class absent from both) is written as null
+            assert from_onnx[key] is None, key
+            continue
+        # argmax can flip on the rare near-tie pixel between the two runtimes; depth agrees to float noise
+        tolerance = 1e-4 if key.startswith("depth") else 2e-3
+        assert from_onnx[key] == pytest.approx(value, rel=tolerance, abs=tolerance), key
+    assert "Depth ARD %" in capsys.readouterr().out
+
+
+def test_backend_path_equals_module_path(model_files, tmp_path):
+    """The CLI (TorchBackend, channels_last) scores like evaluate() on the bare module during training."""
+    net, ckpt, _ = model_files
+    cli = _run(tmp_path, "cli", "--checkpoint", str(ckpt))
+    dataset = CityscapesMultiTask(synthetic_root_with_flow(), SPLIT, transform=EvalResize(FLOW_SIZE))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2)
+    direct = evaluate(
+        net, loader, tasks=net.tasks, device="cpu", output_size=(HEIGHT, WIDTH), num_semantic_classes=5
+    )
+    for key, value in direct.items():
+        expected = None if np.isnan(value) else pytest.approx(value, rel=1e-4, abs=1e-4)
+        assert cli[key] == expected, key
+
+
+def test_no_checkpoint_is_a_clear_error(capsys):
+    assert main(["--data_path", str(synthetic_root_with_flow()), "--split", SPLIT]) == 2
+    assert NO_SHIPPED_MODEL in capsys.readouterr().err
+    assert "next issue" in NO_SHIPPED_MODEL
+
+
+def test_untrained_model_on_request(tmp_path):
+    result = _run(tmp_path, "untrained", "--model", "untrained", "--preset", "lite", "--img_resize", *SIZE)
+    assert result["setup"]["model"] == "untrained lite seed 0"
+    assert {"depth_ard", "semantic_miou", "motion_miou"} <= set(result)
+
+
+def test_onnx_size_mismatch_is_named(model_files, capsys):
+    _, _, onnx = model_files
+    argv = [
+        "--checkpoint",
+        str(onnx),
+        "--img_resize",
+        "32",
+        "64",
+        "--data_path",
+        str(synthetic_root_with_flow()),
+    ]
+    assert main([*argv, "--split", SPLIT, "--device", "cpu"]) == 2
+    assert "exported for 64x128, requested 32x64" in capsys.readouterr().err

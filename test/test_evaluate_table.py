@@ -1,0 +1,134 @@
+"""The results table: aggregation (mean ± sample std, Δm per seed against the single-task mean) on hand
+numbers, the seed's markdown layout, and (when train.py is present) make_table --quick end to end."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from mtl_perception.learning.results_table import HIGHER_IS_BETTER, format_markdown, summarize, table_rows
+
+ROWS = table_rows("famo")
+
+
+def _run(seed, **metrics):
+    return {
+        "seed": seed,
+        "metrics": metrics,
+        "time_per_step_s": 0.5 + seed,
+        "peak_memory_mb": 900.0,
+        "gmacs": 1.5,
+    }
+
+
+def _runs():
+    runs = {
+        "single_depth": [_run(0, depth_ard=0.10), _run(1, depth_ard=0.12)],
+        "single_semantic": [_run(0, semantic_miou=0.80), _run(1, semantic_miou=0.80)],
+        "single_motion": [_run(0, motion_miou=0.60), _run(1, motion_miou=0.50)],
+    }
+    for i, row in enumerate(ROWS[3:]):
+        runs[row.key] = [
+            _run(0, depth_ard=0.11 + i / 100, semantic_miou=0.76, motion_miou=0.55),
+            _run(1, depth_ard=0.11, semantic_miou=0.84, motion_miou=0.66),
+        ]
+    return runs
+
+
+def test_rows_are_the_seeds_plus_one_beyond_ti():
+    assert [r.key for r in ROWS] == [
+        "single_depth",
+        "single_semantic",
+        "single_motion",
+        "vanilla",
+        "pseudo_grad_norm",
+        "uncertainty",
+        "famo",
+    ]
+    assert ROWS[0].tasks == ("depth",) and ROWS[3].tasks == ("depth", "semantic", "motion")
+    with pytest.raises(ValueError, match="already one of TI's rows"):
+        table_rows("uncertainty")
+
+
+def test_summary_statistics_and_delta_m():
+    table = summarize(ROWS, _runs())
+    rows = {r["key"]: r for r in table["rows"]}
+    vanilla = rows["vanilla"]
+    assert vanilla["depth_ard"]["mean"] == pytest.approx(0.11)
+    assert vanilla["semantic_miou"]["std"] == pytest.approx(np.std([0.76, 0.84], ddof=1))
+    assert vanilla["time_per_step_s"]["mean"] == pytest.approx(1.0)
+    # baseline = single-task means: ARD 0.11, sem 0.80, motion 0.55. Seed 0: (0 + 5 + 0) / 3 = 5/3;
+    # seed 1: (0 - 5 - 20) / 3 = -25/3.
+    assert vanilla["delta_m"]["values"] == pytest.approx([5 / 3, -25 / 3])
+    assert vanilla["delta_m"]["mean"] == pytest.approx(-10 / 3)
+    assert "delta_m" not in rows["single_depth"]
+    definition = table["delta_m_definition"]
+    assert definition["K"] == 3 and definition["metrics"] == HIGHER_IS_BETTER
+    assert definition["baseline_values"] == pytest.approx(
+        {"depth_ard": 0.11, "semantic_miou": 0.80, "motion_miou": 0.55}
+    )
+
+
+def test_summary_rejects_missing_or_single_seed():
+    runs = _runs()
+    runs["vanilla"] = runs["vanilla"][:1]
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        summarize(ROWS, runs)
+    runs = _runs()
+    del runs["uncertainty"][0]["peak_memory_mb"]
+    with pytest.raises(ValueError, match=r"'uncertainty' \(seed 0\) lacks \['peak_memory_mb'\]"):
+        summarize(ROWS, runs)
+    runs = _runs()
+    runs["famo"][1]["metrics"]["motion_miou"] = float("nan")
+    with pytest.raises(ValueError, match="non-zero baseline|non-finite"):
+        summarize(ROWS, runs)
+
+
+def test_markdown_has_the_seeds_columns():
+    text = format_markdown(summarize(ROWS, _runs()))
+    lines = text.splitlines()
+    assert lines[0].startswith(
+        "| Training modality | Depth ARD% | Semantic mIoU | Motion mIoU | GMACs | Δm% |"
+    )
+    assert lines[2].startswith(
+        "| Single task | 11.00 ± 1.41 | 80.00 ± 0.00 | 55.00 ± 7.07 | 1.50, 1.50, 1.50 |"
+    )
+    labels = [line.split("|")[1].strip() for line in lines[2:]]
+    assert labels == [
+        "Single task",
+        "Vanilla MTL",
+        "GradNorm-based MTL (pseudo_grad_norm)",
+        "Uncertainty MTL",
+        "famo (beyond TI)",
+    ]
+    assert "| -3.33 ± 7.07 |" in lines[3]
+
+
+def test_make_table_quick_end_to_end(tmp_path):
+    """Every row and seed is a real train.py run followed by an evaluation: every cell is a finite number."""
+    pytest.importorskip("mtl_perception_training.train")
+    from mtl_perception_training.make_table import main
+
+    out = tmp_path / "table"
+    assert main(["--out", str(out), "--quick", "--beyond", "famo"]) == 0
+    table = json.loads((out / "table.json").read_text())
+    assert [r["key"] for r in table["rows"]] == [r.key for r in ROWS]
+    for row in table["rows"]:
+        assert row["seeds"] == [0, 1]
+        for key in ("depth_ard", "semantic_miou", "motion_miou", "delta_m"):
+            if key in row:
+                assert all(math.isfinite(v) for v in row[key]["values"]), (row["key"], key)
+        for key in ("time_per_step_s", "peak_memory_mb", "gmacs"):
+            assert all(v > 0 for v in row[key]["values"]), (row["key"], key)
+        for seed in row["seeds"]:
+            result = json.loads((out / "runs" / row["key"] / f"seed{seed}" / "result.json").read_text())
+            assert (out / "runs" / row["key"] / f"seed{seed}" / "metrics.json").is_file()
+            assert result["metrics"]["num_images"] == 2
+    markdown = (out / "table.md").read_text()
+    numbers = re.findall(r"-?\d+(?:\.\d+)? ± \d+(?:\.\d+)?", markdown)
+    assert (
+        len(numbers) == 3 + 4 * 6
+    )  # single-task line: 3 metrics; each MTL line: 3 metrics, Δm, time, memory
+    assert "nan" not in markdown.lower()

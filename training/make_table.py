@@ -1,0 +1,237 @@
+"""Train and evaluate every row of the seed's results table, over several seeds: markdown + JSON.
+
+    python training/make_table.py --out table/              # lite preset on generated data (< 1 h, 2 cores)
+    python training/make_table.py --out table/ --preset ti --data_path ./data/datasets/cityscapes/data \
+        --gpus 0 1                                         # TI's sizes and recipe on Cityscapes
+    python training/make_table.py --out table/ --quick      # about a minute: every cell from a real run
+
+Rows: single task x3 (depth and semantic on RGB, motion on RGB + flow, as TI), vanilla MTL, TI's
+GradNorm (``pseudo_grad_norm``), uncertainty, and one beyond-TI method (``--beyond``, default
+``aligned_mtl``). Every (row, seed) is one ``training/train.py`` process (so its peak memory is its own), then
+``best.pt`` is scored by ``training/evaluate.py``'s code on ``--split`` at ``--output_size``. Finished runs
+(``result.json``) are kept, so an interrupted table continues where it stopped. Without ``--data_path`` a
+synthetic Cityscapes set is generated under ``--out`` (``make_synthetic_cityscapes``) with its flow
+(``make_flow_dataset`` at ``--img_resize``). Definitions (Δm, std): ``mtl_perception.learning.results_table``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.learning.results_table import Row, format_markdown, summarize, table_rows
+from mtl_perception_training.evaluate import json_ready
+
+TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
+RESULT = "result.json"
+
+# The lite table on 2 CPU cores in under an hour (docs/training.md, "Results table"); --quick: seconds.
+SETTINGS = {
+    "lite": {
+        "train_sequences": 160,
+        "val_sequences": 32,
+        "data_size": (192, 384),
+        "img_resize": (96, 192),
+        "output_size": (192, 384),
+        "epochs": 12,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "warmup_epochs": 1,
+        "evaluate_every": 3,
+        "seeds": (0, 1, 2),
+    },
+    "quick": {
+        "train_sequences": 4,
+        "val_sequences": 2,
+        "data_size": (64, 128),
+        "img_resize": (32, 64),
+        "output_size": (64, 128),
+        "epochs": 1,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "warmup_epochs": 0,
+        "evaluate_every": 1,
+        "seeds": (0, 1),
+    },
+    # TI's recipe (train.py's defaults) on the user's data; only the sizes are the seed's.
+    "ti": {
+        "img_resize": (384, 768),
+        "output_size": (1024, 2048),
+        "epochs": 250,
+        "batch_size": 16,
+        "lr": 1e-4,
+        "warmup_epochs": 5,
+        "evaluate_every": 1,
+        "seeds": (0, 1, 2),
+    },
+}
+SYNTHETIC_FRAMES = 3  # a 3-frame snippet annotates its last frame; its flow partner (gap 2) is frame 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="training/make_table.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="folder for data/, runs/, table.md, table.json")
+    ap.add_argument("--preset", choices=("lite", "ti"), default="lite", help="network preset and setting")
+    ap.add_argument("--quick", action="store_true", help="tiny data, 1 epoch, 2 seeds: checks the pipeline")
+    ap.add_argument("--data_path", type=Path, help="existing Cityscapes-layout root (default: generate)")
+    ap.add_argument("--split", default="val", help="split the table is evaluated on (train.py's --val_split)")
+    ap.add_argument("--beyond", default="aligned_mtl", help="the beyond-TI weighting method of the last row")
+    ap.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick 0 1)")
+    for flag in ("img_resize", "output_size", "data_size"):
+        ap.add_argument(f"--{flag}", type=int, nargs=2, metavar=("H", "W"))
+    for flag, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("warmup_epochs", int)):
+        ap.add_argument(f"--{flag}", type=kind)
+    ap.add_argument("--evaluate_every", type=int)
+    ap.add_argument("--train_sequences", type=int, help="generated training samples (one per snippet)")
+    ap.add_argument("--val_sequences", type=int, help="generated validation samples")
+    ap.add_argument("--workers", type=int, default=1, help="DataLoader workers of each training run")
+    ap.add_argument("--gpus", type=int, nargs="+", help="passed to train.py (DDP); leave out for the CPU")
+    ap.add_argument("--device", default=None, help="passed to train.py and used for evaluation")
+    args = ap.parse_args(argv)
+    setting = SETTINGS["quick" if args.quick else args.preset]
+    for key, value in setting.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.preset == "ti" and args.data_path is None:
+        ap.error("--preset ti trains TI's network on real data: pass --data_path (the Cityscapes root)")
+    if len(args.seeds) < 2:
+        ap.error(f"--seeds: mean ± std needs at least 2 seeds, got {args.seeds}")
+    return args
+
+
+def generate_data(args) -> Path:
+    """The synthetic train/val splits and their flow, once (an existing, complete folder is reused)."""
+    from mtl_perception.data.synthetic import generate
+    from mtl_perception_training.make_flow_dataset import make_flow_dataset
+
+    root = args.out / "data"
+    done = root / "generated.json"
+    record = {
+        "train_sequences": args.train_sequences,
+        "val_sequences": args.val_sequences,
+        "frames": SYNTHETIC_FRAMES,
+        "size": list(args.data_size),
+        "flow_size": list(args.img_resize),
+    }
+    if done.is_file():
+        if json.loads(done.read_text()) != record:
+            raise ValueError(f"{root} holds data generated with other settings ({done}); use another --out")
+        return root
+    h, w = args.data_size
+    for split, count, seed in (("train", args.train_sequences, 0), (args.split, args.val_sequences, 1)):
+        generate(root, split, count, SYNTHETIC_FRAMES, h, w, seed=seed, overwrite=True, show_progress=False)
+        make_flow_dataset(
+            root, split, gap=2, device="cpu", size=tuple(args.img_resize), overwrite=True, show_progress=False
+        )
+    atomic_write_bytes(done, json.dumps(record, indent=2).encode())
+    return root
+
+
+def train_argv(args, row: Row, seed: int, data: Path, out: Path) -> list[str]:
+    argv = [
+        "--data_path", str(data), "--val_split", args.split, "--preset", args.preset,
+        "--tasks", *row.tasks, "--multi_task_type", row.method, "--seed", str(seed),
+        "--img_resize", *map(str, args.img_resize), "--output_size", *map(str, args.output_size),
+        "--epochs", str(args.epochs), "--batch_size", str(args.batch_size), "--lr", str(args.lr),
+        "--warmup_epochs", str(args.warmup_epochs), "--evaluate_every", str(args.evaluate_every),
+        "--workers", str(args.workers), "--output_dir", str(out), "--overwrite",
+        "--tensorboard_images", "0", "--no-export_onnx",
+    ]  # fmt: skip
+    if args.gpus:
+        argv += ["--gpus", *map(str, args.gpus)]
+    if args.device:
+        argv += ["--device", args.device]
+    return argv
+
+
+def _train_record(metrics_file: Path) -> dict:
+    """Time per step (mean over the epochs after the first, which pays worker start-up; the first alone for
+    a 1-epoch run) and the peak memory (max over epochs) that train.py logged."""
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"train.py wrote no {metrics_file}")
+    epochs = json.loads(metrics_file.read_text())
+    for key in ("time_per_step_s", "peak_memory_mb"):
+        if not epochs or any(key not in e for e in epochs):
+            raise ValueError(f"{metrics_file}: every epoch needs {key!r}")
+    steady = epochs[1:] or epochs
+    return {
+        "time_per_step_s": float(np.mean([e["time_per_step_s"] for e in steady])),
+        "peak_memory_mb": float(max(e["peak_memory_mb"] for e in epochs)),
+        "epochs": len(epochs),
+    }
+
+
+def run_one(args, row: Row, seed: int, data: Path) -> dict:
+    """Train (subprocess), evaluate best.pt, count GMACs; cached in runs/<row>/seed<k>/result.json."""
+    from mtl_perception.model import load_checkpoint
+    from mtl_perception.model.complexity import TI_SIZE, count_macs
+    from mtl_perception_training import evaluate as evaluate_cli
+
+    out = args.out / "runs" / row.key / f"seed{seed}"
+    cached = out / RESULT
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    start = time.perf_counter()
+    command = [sys.executable, str(TRAIN_SCRIPT), *train_argv(args, row, seed, data, out)]
+    print(f"make_table: {row.key} seed {seed}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"train.py failed for {row.key} seed {seed} (exit {done.returncode}):\n{tail}")
+    trained_s = time.perf_counter() - start
+    best = out / "best.pt"
+    eval_args = evaluate_cli.parse_args(
+        [
+            "--checkpoint", str(best), "--data_path", str(data), "--split", args.split,
+            "--img_resize", *map(str, args.img_resize), "--output_size", *map(str, args.output_size),
+            "--workers", "0", "--device", args.device or "cpu",
+        ]
+    )  # fmt: skip
+    evaluated = evaluate_cli.run(eval_args)
+    model, _ = load_checkpoint(best)
+    result = {
+        "row": row.key,
+        "seed": seed,
+        "metrics": evaluated["metrics"],
+        **_train_record(out / "metrics.json"),
+        "gmacs": count_macs(model, *TI_SIZE) / 1e9,
+        "train_wall_s": trained_s,
+        "total_wall_s": time.perf_counter() - start,
+    }
+    atomic_write_bytes(cached, json.dumps(result, indent=2).encode())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        rows = table_rows(args.beyond)
+        started = time.perf_counter()
+        data = args.data_path or generate_data(args)
+        runs = {row.key: [run_one(args, row, seed, data) for seed in args.seeds] for row in rows}
+        table = summarize(rows, runs)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"make_table: error: {exc}", file=sys.stderr)
+        return 2
+    table["setup"] = {
+        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+        for k, v in vars(args).items()
+    }
+    table["setup"]["data_path"] = str(data)
+    table["setup"]["wall_s"] = time.perf_counter() - started
+    markdown = format_markdown(table)
+    atomic_write_bytes(args.out / "table.json", json.dumps(json_ready(table), indent=2).encode())
+    atomic_write_bytes(args.out / "table.md", (markdown + "\n").encode())
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""Train the two-stream multi-task network (depth, semantic, motion) on the Cityscapes multi-task layout.
+
+TI edgeai-torchvision's recipe by default (Adam 1e-4, weight decay 1e-4, 5 warm-up epochs, x0.5 at epochs
+100 and 200, 250 epochs, batch 16, its augmentation, best checkpoint by motion mIoU); the task weighting of
+``--multi_task_type``. Read top to bottom: get_dataset, train_one_epoch, main; parse_args at the end.
+
+    python training/train.py --img_resize 384 768 --output_size 1024 2048 --gpus 0 1
+    python training/train.py --multi_task_type uncertainty --img_resize 384 768 --output_size 1024 2048 \
+        --gpus 0 1
+    torchrun --nproc_per_node 2 training/train.py --device cpu ...      # DDP on the CPU (gloo)
+
+Outputs in --output_dir: checkpoint.pt (resume), best.pt (the model the node and export_model load),
+metrics.json, tensorboard/, best.onnx. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mtl_perception.data.cityscapes import num_semantic_classes
+from mtl_perception.inference.export import export_onnx
+from mtl_perception.learning.augment import TrainAugment
+from mtl_perception.learning.dataset import CityscapesMultiTask
+from mtl_perception.learning.distributed import (
+    DistContext,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    launch,
+)
+from mtl_perception.learning.evaluation import EvalResize, ShardSampler, evaluate
+from mtl_perception.learning.losses import TI_CLASS_WEIGHTS, build_criterion
+from mtl_perception.learning.options import build_parser, check_args, method_options, run_config
+from mtl_perception.learning.output_dir import (
+    BEST,
+    CHECKPOINT,
+    ONNX,
+    carry_best_checkpoint,
+    check_output_dir,
+    last_checkpoint_note,
+    prepare_output_dir,
+)
+from mtl_perception.learning.pretrained import load_pretrained
+from mtl_perception.learning.run_log import RunLog, peak_memory_mb
+from mtl_perception.learning.sampling import EpochShuffleSampler, SeededAugment
+from mtl_perception.learning.schedule import WarmupMultiStep
+from mtl_perception.learning.training_state import (
+    check_resume,
+    load_training_state,
+    restore_training_state,
+    save_training_state,
+)
+from mtl_perception.learning.weighting import build_weighting
+from mtl_perception.model import build_model, load_checkpoint, save_checkpoint
+
+PIVOT = {
+    "motion": ("val/motion_miou", +1),
+    "semantic": ("val/semantic_miou", +1),
+    "depth": ("val/depth_ard", -1),
+}
+
+
+INPUTS = ("image", "flow")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A task's loss became NaN or Inf; training stops and the last finite checkpoint stays as it was."""
+
+
+def streams_for(tasks) -> tuple[str, ...]:
+    """TI's inputs: motion needs the flow stream (RGB + flow); depth and semantic alone use RGB only."""
+    return ("flow", "image") if "motion" in tasks else ("image",)
+
+
+def get_dataset(args, *, split: str, train: bool) -> torch.utils.data.Dataset:
+    root = Path(args.data_path)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"--data_path {root}: no such folder (expected the Cityscapes layout: leftImg8bit/, gtFine/, "
+            "disparity/, camera/ and the flow folder)"
+        )
+    images = root / "leftImg8bit" / split
+    if not images.is_dir() or not any(images.iterdir()):
+        state = "is empty" if images.is_dir() else "does not exist"
+        raise FileNotFoundError(f"--data_path {root}: no images for split {split!r} ({images} {state})")
+    use_flow = "flow" in streams_for(args.tasks)
+    try:
+        dataset = CityscapesMultiTask(
+            root,
+            split,
+            use_flow=use_flow,
+            flow_folder=args.flow_folder,
+            semantic_mode=args.semantic_mode,
+            transform=None if train else EvalResize(tuple(args.img_resize)),
+        )
+    except FileNotFoundError as exc:
+        hint = ""
+        if use_flow and args.flow_folder in str(exc):
+            hint = f" (make the flow inputs with: make_flow_dataset --root {root} --split {split})"
+        raise FileNotFoundError(f"--data_path {root}, split {split!r}: {exc}{hint}") from exc
+    if not train:
+        return dataset
+    # TI's train augmentation, drawn per (seed, epoch, sample) so resume, workers and DDP see the same data.
+    augment = TrainAugment(tuple(args.img_resize), rotation=args.transform_rotation)
+    return SeededAugment(dataset, augment, seed=args.seed)
+
+
+def build_loaders(args, ctx: DistContext):
+    if args.batch_size % ctx.world_size:
+        raise ValueError(f"--batch_size {args.batch_size}: not divisible by the {ctx.world_size} processes")
+    train_set = get_dataset(args, split=args.train_split, train=True)
+    val_set = get_dataset(args, split=args.val_split, train=False)
+    sampler = EpochShuffleSampler(
+        len(train_set),
+        seed=args.seed,
+        global_batch=args.batch_size,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        steps=args.epoch_size or None,
+    )
+    common = {
+        "num_workers": args.workers,
+        "pin_memory": ctx.device.type == "cuda",
+        # persistent workers are safe: the epoch reaches the dataset with each index, not through set_epoch.
+        "persistent_workers": args.workers > 0,
+        "prefetch_factor": args.prefetch_factor if args.workers > 0 else None,
+    }
+    generator = torch.Generator().manual_seed(args.seed)  # workers' base seed; saved in checkpoint.pt
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=args.batch_size // ctx.world_size,
+        sampler=sampler,
+        drop_last=True,
+        generator=generator,
+        **common,
+    )
+    val_loader = torch.utils.data.DataLoader(
+        val_set,
+        batch_size=max(1, args.batch_size // ctx.world_size),
+        sampler=ShardSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size),
+        # its own generator: how often a loader draws worker seeds depends on the worker count, and that
+        # must not move the global generator (dropout) or resume would depend on --workers
+        generator=torch.Generator().manual_seed(args.seed),
+        **common,
+    )
+    return train_loader, val_loader, sampler, generator
+
+
+def build_network(args, ctx: DistContext):
+    torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    overrides = {} if args.dropout is None else {"dropout": args.dropout}
+    model = build_model(
+        preset=args.preset,
+        tasks=args.tasks,
+        streams=streams_for(args.tasks),
+        num_semantic_classes=num_semantic_classes(args.semantic_mode),
+        **overrides,
+    )
+    if args.pretrained and not args.resume:
+        report = load_pretrained(model, args.pretrained)
+        if ctx.is_main:
+            print(report.summary(), file=sys.stderr)
+    return model
+
+
+def to_device(batch: dict, ctx: DistContext, channels_last: bool) -> dict:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return {
+        k: v.to(ctx.device, non_blocking=True, memory_format=fmt if k in INPUTS else torch.preserve_format)
+        for k, v in batch.items()
+        if isinstance(v, torch.Tensor)
+    }
+
+
+def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args, epoch, global_step, log):
+    """One pass over the training split; returns (the epoch's record, global_step)."""
+    model.train()
+    if args.freeze_bn:  # BatchNorm as a fixed affine map: running statistics, never updated
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    net = getattr(model, "module", model)
+    shared_parameters = list(net.trunk[-1].parameters())  # GradNorm (paper): the last shared layer
+    tasks = net.tasks
+    amp = torch.autocast(ctx.device.type, dtype=torch.bfloat16) if args.amp else contextlib.nullcontext()
+    loss_sums = torch.zeros(len(tasks), dtype=torch.float64)
+    weight_sums = dict.fromkeys(tasks, 0.0)
+    steps, start = 0, time.perf_counter()
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{args.epochs}",
+        unit="step",
+        disable=not ctx.is_main,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    for step, batch in enumerate(bar):
+        batch = to_device(batch, ctx, args.channels_last)
+        with amp:
+            if weighting.needs_features:
+                predictions, features = model(batch["image"], batch.get("flow"), return_features=True)
+            else:
+                predictions, features = model(batch["image"], batch.get("flow")), None
+            losses = criterion(predictions, batch)
+        losses = {t: losses[t].float() for t in tasks}
+        # One small all-reduce per step: the mean losses to log, and every rank sees a non-finite loss of
+        # any rank, so all stop together instead of hanging in the next collective.
+        mean = all_reduce_mean(torch.stack([losses[t].detach() for t in tasks])).cpu().double()
+        bad = [(t, v) for t, v in zip(tasks, mean.tolist(), strict=True) if not math.isfinite(v)]
+        if bad:
+            kept = last_checkpoint_note(Path(args.output_dir))
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch + 1} step {step + 1} (global step {global_step + 1}): "
+                + ", ".join(f"{t} = {v}" for t, v in bad)
+                + f"; training stopped, {kept}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        weights = weighting.backward(losses, shared_features=features, shared_parameters=shared_parameters)
+        optimizer.step()
+        if weighting.needs_losses_after_step:  # FAMO: the same batch, re-evaluated after the step
+            with torch.no_grad(), amp:
+                after = criterion(model(batch["image"], batch.get("flow")), batch)
+            weighting.after_step(losses_after={t: after[t].float() for t in tasks})
+        loss_sums += mean
+        for t in tasks:
+            weight_sums[t] += float(weights[t])
+        steps += 1
+        global_step += 1
+        if log is not None:
+            log.step(
+                global_step,
+                dict(zip(tasks, mean.tolist(), strict=True)),
+                weights,
+                optimizer.param_groups[0]["lr"],
+            )
+        bar.set_postfix(loss=f"{float(mean.sum()):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    elapsed = time.perf_counter() - start
+    record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+    for i, t in enumerate(tasks):
+        record[f"loss/{t}"] = float(loss_sums[i]) / max(steps, 1)
+        record[f"weight/{t}"] = weight_sums[t] / max(steps, 1)
+    record["time_per_step_s"] = elapsed / max(steps, 1)
+    record["samples_per_s"] = steps * args.batch_size / elapsed if elapsed > 0 else 0.0
+    record["peak_memory_mb"] = peak_memory_mb(ctx.device)
+    return record, global_step
+
+
+def train_worker(ctx: DistContext, args) -> dict | None:
+    output_dir = Path(args.output_dir)
+    if ctx.is_main:
+        prepare_output_dir(output_dir, overwrite=args.overwrite, resume=args.resume)
+    train_loader, val_loader, sampler, generator = build_loaders(args, ctx)
+    model = build_network(args, ctx)
+    weighting = build_weighting(args.multi_task_type, tasks=model.tasks, **method_options(args))
+    # On the device before the optimizer exists: a resumed Adam state is then loaded onto the device too.
+    weighting.to(ctx.device)
+    model.to(ctx.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(
+        [{"params": model.parameters()}, *weighting.optimizer_param_groups()],
+        lr=args.lr,
+        betas=(0.9, 0.999),
+        weight_decay=args.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupMultiStep(args.warmup_epochs, args.warmup_factor, args.milestones, args.gamma)
+    )
+    class_weights = None
+    if args.class_weights == "ti":
+        class_weights = {t: torch.tensor(TI_CLASS_WEIGHTS[t]) for t in model.tasks if t in TI_CLASS_WEIGHTS}
+    criterion = build_criterion(
+        tasks=model.tasks, class_weights=class_weights, class_weight_probability=args.class_weight_probability
+    )
+    start_epoch, global_step, best, history = 0, 0, None, []
+    if args.resume:
+        start_epoch, global_step, best, history = restore_training_state(
+            load_training_state(args.resume),
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            weighting=weighting,
+            sampler=sampler,
+            loader_generator=generator,
+        )
+        if ctx.is_main:
+            carry_best_checkpoint(Path(args.resume).parent, output_dir)
+    if ctx.distributed:
+        if args.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    net = getattr(model, "module", model)
+    log = None
+    if ctx.is_main:
+        log = RunLog(
+            output_dir, history=history, purge_step=global_step or None, semantic_mode=args.semantic_mode
+        )
+    pivot_key, sign = next(PIVOT[t] for t in ("motion", "semantic", "depth") if t in net.tasks)
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            sampler.set_epoch(epoch)
+            record, global_step = train_one_epoch(
+                model,
+                criterion,
+                weighting,
+                optimizer,
+                train_loader,
+                ctx=ctx,
+                args=args,
+                epoch=epoch,
+                global_step=global_step,
+                log=log,
+            )
+            scheduler.step()
+            weighting.end_epoch(mean_losses={t: record[f"loss/{t}"] for t in net.tasks})
+            if (epoch + 1) % args.evaluate_every == 0 or epoch + 1 == args.epochs:
+                metrics = evaluate(
+                    model,
+                    val_loader,
+                    tasks=net.tasks,
+                    device=ctx.device,
+                    output_size=tuple(args.output_size),
+                    num_semantic_classes=net.config.num_semantic_classes,
+                )
+                record.update({f"val/{k}": float(v) for k, v in metrics.items()})
+            if ctx.is_main:
+                score = record.get(pivot_key)
+                if (
+                    score is not None
+                    and math.isfinite(score)
+                    and (best is None or sign * (score - best["value"]) > 0)
+                ):
+                    best = {"metric": pivot_key, "value": score, "epoch": epoch + 1}
+                    save_checkpoint(
+                        output_dir / BEST, net, overwrite=True, epoch=epoch + 1, metric=pivot_key, value=score
+                    )
+                if args.tensorboard_images and pivot_key in record:
+                    log.predictions(net, val_loader.dataset, ctx.device, global_step, args.tensorboard_images)
+                log.epoch(record, global_step)
+                save_training_state(
+                    output_dir / CHECKPOINT,
+                    model=net,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    weighting=weighting,
+                    sampler=sampler,
+                    epoch=epoch + 1,
+                    global_step=global_step,
+                    best=best,
+                    history=log.history,
+                    loader_generator=generator,
+                    run_config=run_config(args),
+                )
+            best = broadcast_object(best)
+            barrier()
+    finally:
+        if log is not None:
+            log.close()
+    if ctx.is_main and args.export_onnx and (output_dir / BEST).is_file():
+        best_model, _ = load_checkpoint(output_dir / BEST)
+        export_onnx(
+            best_model,
+            output_dir / ONNX,
+            height=args.img_resize[0],
+            width=args.img_resize[1],
+            force=True,
+            source=f"checkpoint {(output_dir / BEST).resolve()}",
+        )
+    return best
+
+
+def main(args) -> dict | None:
+    """Check everything that can be checked before a process starts or a file is written, then train
+    (one process per GPU for --gpus 0 1). Returns the best validation score (single process)."""
+    check_args(args)
+    train_set = get_dataset(args, split=args.train_split, train=True)  # missing data fails before any write
+    get_dataset(args, split=args.val_split, train=False)
+    if len(train_set) < args.batch_size:
+        raise ValueError(
+            f"--batch_size {args.batch_size}: split {args.train_split!r} of {args.data_path} has only "
+            f"{len(train_set)} samples, not one batch"
+        )
+    check_output_dir(Path(args.output_dir), overwrite=args.overwrite, resume=args.resume)
+    if args.resume:
+        check_resume(args.resume, run_config(args))
+    return launch(train_worker, args, gpus=args.gpus, device=args.device)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags (``mtl_perception.learning.options``); ``python training/train.py --help`` lists them."""
+    return build_parser().parse_args(argv)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a known error on one line; an error raised inside a DataLoader worker or a spawned
+    process arrives wrapped in the remote traceback, whose last line is the original message."""
+    text = str(exc).strip()
+    if "Traceback (most recent call last)" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
+    return " ".join(text.split())
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point: a known problem is one line on stderr and exit status 2, never a traceback."""
+    args = parse_args(argv)
+    try:
+        main(args)
+    except (ValueError, OSError, NonFiniteLossError, torch.multiprocessing.ProcessRaisedException) as exc:
+        print(f"train.py: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
