@@ -106,6 +106,8 @@ def test_markdown_has_the_seeds_columns():
     assert "| -3.33 ± 7.07 |" in lines[3]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # 14 train.py processes: about 2 minutes on 2 quiet cores
 def test_make_table_quick_end_to_end(tmp_path):
     """Every row and seed is a real train.py run followed by an evaluation: every cell is a finite number."""
     pytest.importorskip("mtl_perception_training.train")

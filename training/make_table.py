@@ -187,10 +187,23 @@ def _train_record(metrics_file: Path) -> dict:
     }
 
 
-def run_one(args, row: Row, seed: int, data: Path) -> dict:
-    """Train (subprocess), evaluate best.pt, count GMACs; cached in runs/<row>/seed<k>/result.json."""
+_GMACS: dict[str, float] = {}
+
+
+def gmacs(checkpoint: Path) -> float:
+    """GMACs at TI's 384x768 of the checkpoint's network, counted once per architecture (seeds share it)."""
     from mtl_perception.model import load_checkpoint
     from mtl_perception.model.complexity import TI_SIZE, count_macs
+
+    model, _ = load_checkpoint(checkpoint)
+    key = json.dumps(model.config.to_dict(), sort_keys=True)
+    if key not in _GMACS:
+        _GMACS[key] = count_macs(model, *TI_SIZE) / 1e9
+    return _GMACS[key]
+
+
+def run_one(args, row: Row, seed: int, data: Path) -> dict:
+    """Train (subprocess), evaluate best.pt, count GMACs; cached in runs/<row>/seed<k>/result.json."""
     from mtl_perception_training import evaluate as evaluate_cli
 
     out = args.out / "runs" / row.key / f"seed{seed}"
@@ -214,13 +227,12 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
         ]
     )  # fmt: skip
     evaluated = evaluate_cli.run(eval_args)
-    model, _ = load_checkpoint(best)
     result = {
         "row": row.key,
         "seed": seed,
         "metrics": evaluated["metrics"],
         **_train_record(out / "metrics.json"),
-        "gmacs": count_macs(model, *TI_SIZE) / 1e9,
+        "gmacs": gmacs(best),
         "train_wall_s": trained_s,
         "total_wall_s": time.perf_counter() - start,
     }
