@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from train_fixtures import tiny_args, train_root
 
+from mtl_perception.learning.distributed import DistContext
 from mtl_perception.learning.pretrained import load_pretrained
 from mtl_perception.learning.sampling import EpochShuffleSampler
 from mtl_perception.learning.schedule import WarmupMultiStep
@@ -66,12 +67,15 @@ def test_defaults_are_tis_recipe_and_every_flag_has_help(capsys):
     assert "pseudo_grad_norm: 0.75; grad_norm: 1.5" in " ".join(text.split())  # --alpha: both defaults
 
 
-@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has GPUs 0 and 1")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_seed_commands_name_the_missing_gpus(capsys):
     for command in SEED_COMMANDS:
         assert train.cli(command.split()) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--gpus 0 1: GPU 0, 1 not found" in err, err
+    args = tiny_args(train_root(), Path("never-created"), "--device", "cuda")
+    assert train.cli(args) == 2 and not Path("never-created").exists()
+    assert "--device cuda: GPU 0 not found" in capsys.readouterr().err
     done = subprocess.run(
         [sys.executable, str(TRAIN_PY), *SEED_COMMANDS[0].split()],
         capture_output=True,
@@ -280,6 +284,23 @@ def test_pretrained_from_a_torchvision_mobilenet_v2_state_dict(tmp_path):
     assert all(k.startswith(("classifier.", "features.18.")) for k in unused)
     # every stem and trunk tensor came from the file
     assert {k for k in target if k.startswith(("stems.", "trunk."))} == set(report.loaded)
+    # and train.py's --pretrained does the same
+    ctx = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+    built = train.build_network(train.parse_args(["--pretrained", str(path)]), ctx).state_dict()
+    assert all(torch.equal(built[k], target[k]) for k in report.loaded)
+
+
+def test_single_task_rows_use_tis_inputs(tmp_path, torch_one_thread):
+    """--tasks depth: an RGB-only depth network, best.pt chosen by depth ARD (lower is better)."""
+    out = tmp_path / "depth"
+    best = train.main(train.parse_args(tiny_args(train_root(), out, "--tasks", "depth", "--no-export_onnx")))
+    model, extra = load_checkpoint(out / "best.pt")
+    assert model.tasks == ("depth",) and model.streams == ("image",)
+    assert extra["metric"] == best["metric"] == "val/depth_ard"
+    record = json.loads((out / "metrics.json").read_text())[0]
+    assert "loss/depth" in record and not any("motion" in k or "semantic" in k for k in record)
+    assert train.streams_for(["motion"]) == ("flow", "image")  # TI: motion from RGB + flow
+    assert train.streams_for(["semantic"]) == ("image",)
 
 
 def test_pretrained_from_a_single_task_rgb_checkpoint(tmp_path):

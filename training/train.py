@@ -38,7 +38,7 @@ from mtl_perception.learning.distributed import (
 )
 from mtl_perception.learning.evaluation import EvalResize, ShardSampler, evaluate
 from mtl_perception.learning.losses import TI_CLASS_WEIGHTS, build_criterion
-from mtl_perception.learning.options import build_parser, check_args
+from mtl_perception.learning.options import build_parser, check_args, method_options, run_config
 from mtl_perception.learning.output_dir import (
     BEST,
     CHECKPOINT,
@@ -58,7 +58,7 @@ from mtl_perception.learning.training_state import (
     restore_training_state,
     save_training_state,
 )
-from mtl_perception.learning.weighting import build_weighting, weighting_options
+from mtl_perception.learning.weighting import build_weighting
 from mtl_perception.model import build_model, load_checkpoint, save_checkpoint
 
 PIVOT = {
@@ -87,6 +87,10 @@ def get_dataset(args, *, split: str, train: bool) -> torch.utils.data.Dataset:
             f"--data_path {root}: no such folder (expected the Cityscapes layout: leftImg8bit/, gtFine/, "
             "disparity/, camera/ and the flow folder)"
         )
+    images = root / "leftImg8bit" / split
+    if not images.is_dir() or not any(images.iterdir()):
+        state = "is empty" if images.is_dir() else "does not exist"
+        raise FileNotFoundError(f"--data_path {root}: no images for split {split!r} ({images} {state})")
     use_flow = "flow" in streams_for(args.tasks)
     try:
         dataset = CityscapesMultiTask(
@@ -142,6 +146,9 @@ def build_loaders(args, ctx: DistContext):
         val_set,
         batch_size=max(1, args.batch_size // ctx.world_size),
         sampler=ShardSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size),
+        # its own generator: how often a loader draws worker seeds depends on the worker count, and that
+        # must not move the global generator (dropout) or resume would depend on --workers
+        generator=torch.Generator().manual_seed(args.seed),
         **common,
     )
     return train_loader, val_loader, sampler, generator
@@ -248,14 +255,6 @@ def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args
     return record, global_step
 
 
-def run_config(args) -> dict:
-    """The flags of this run as plain data (checkpoint.pt, the resume check)."""
-    return {
-        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-        for k, v in vars(args).items()
-    }
-
-
 def train_worker(ctx: DistContext, args) -> dict | None:
     output_dir = Path(args.output_dir)
     if ctx.is_main:
@@ -263,6 +262,11 @@ def train_worker(ctx: DistContext, args) -> dict | None:
     train_loader, val_loader, sampler, generator = build_loaders(args, ctx)
     model = build_network(args, ctx)
     weighting = build_weighting(args.multi_task_type, tasks=model.tasks, **method_options(args))
+    # On the device before the optimizer exists: a resumed Adam state is then loaded onto the device too.
+    weighting.to(ctx.device)
+    model.to(ctx.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         [{"params": model.parameters()}, *weighting.optimizer_param_groups()],
         lr=args.lr,
@@ -291,10 +295,6 @@ def train_worker(ctx: DistContext, args) -> dict | None:
         )
         if ctx.is_main:
             carry_best_checkpoint(Path(args.resume).parent, output_dir)
-    weighting.to(ctx.device)
-    model.to(ctx.device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
     if ctx.distributed:
         if args.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -347,7 +347,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                         output_dir / BEST, net, overwrite=True, epoch=epoch + 1, metric=pivot_key, value=score
                     )
                 if args.tensorboard_images and pivot_key in record:
-                    log.predictions(net, val_loader, ctx.device, global_step, args.tensorboard_images)
+                    log.predictions(net, val_loader.dataset, ctx.device, global_step, args.tensorboard_images)
                 log.epoch(record, global_step)
                 save_training_state(
                     output_dir / CHECKPOINT,
@@ -381,18 +381,17 @@ def train_worker(ctx: DistContext, args) -> dict | None:
     return best
 
 
-def method_options(args) -> dict:
-    """The chosen method's options given on the command line (the others keep the method's defaults)."""
-    names = weighting_options(args.multi_task_type)
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-
-
 def main(args) -> dict | None:
     """Check everything that can be checked before a process starts or a file is written, then train
     (one process per GPU for --gpus 0 1). Returns the best validation score (single process)."""
     check_args(args)
-    for split, train in ((args.train_split, True), (args.val_split, False)):
-        get_dataset(args, split=split, train=train)  # missing folders and files fail here, before any write
+    train_set = get_dataset(args, split=args.train_split, train=True)  # missing data fails before any write
+    get_dataset(args, split=args.val_split, train=False)
+    if len(train_set) < args.batch_size:
+        raise ValueError(
+            f"--batch_size {args.batch_size}: split {args.train_split!r} of {args.data_path} has only "
+            f"{len(train_set)} samples, not one batch"
+        )
     check_output_dir(Path(args.output_dir), overwrite=args.overwrite, resume=args.resume)
     if args.resume:
         check_resume(args.resume, run_config(args))

@@ -98,7 +98,12 @@ def _run(worker: Callable, args, rank: int, world_size: int, gpus, device: str |
         torch_device = torch.device(device)
         if torch_device.index is None and world_size > 1:
             torch_device = torch.device("cuda", local_rank)
-        check_gpus([torch_device.index or 0])
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (torch_device.index or 0) >= available:
+            raise DeviceError(
+                f"--device {device}: GPU {torch_device.index or 0} not found (this machine has "
+                f"{available} CUDA GPU{'s' if available != 1 else ''}); use --device cpu"
+            )
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
     ctx = DistContext(rank=rank, world_size=world_size, device=torch_device)

@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         kinds = {type(d) for _, d, _ in uses if d is not None}
         kind = kinds.pop() if len(kinds) == 1 and kinds <= {int, float, str} else float
         defaults = "; ".join(f"{method}: {default}" for method, default, _ in uses)
-        weighting.add_argument(f"--{name}", type=kind, default=None, help=f"{uses[0][2]} (defaults: {defaults})")
+        weighting.add_argument(
+            f"--{name}", type=kind, default=None, help=f"{uses[0][2]} (defaults: {defaults})"
+        )
     run = p.add_argument_group("run")
     run.add_argument(
         "--output_dir",
@@ -210,3 +212,17 @@ def check_args(args) -> None:
         raise ValueError(
             "--class_weights ti: TI's semantic weights are for the five classes, not --semantic_mode trainid"
         )
+
+
+def method_options(args) -> dict:
+    """The chosen method's options given on the command line (the others keep the method's defaults)."""
+    names = weighting_options(args.multi_task_type)
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def run_config(args) -> dict:
+    """The flags of this run as plain data (checkpoint.pt, the resume check)."""
+    return {
+        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+        for k, v in vars(args).items()
+    }

@@ -61,17 +61,18 @@ class RunLog:
                 self.writer.add_scalar(f"speed/{key}", record[key], global_step)
         self.writer.flush()
 
-    def predictions(self, model, loader, device: torch.device, global_step: int, limit: int) -> None:
+    def predictions(self, model, dataset, device: torch.device, global_step: int, limit: int) -> None:
         """Input, then prediction beside ground truth for each task, for the first ``limit`` validation
         samples (the ground truth nearest-resized to the network's size)."""
-        batch = next(iter(loader))
+        count = min(limit, len(dataset))
+        batch = torch.utils.data.default_collate([dataset[i] for i in range(count)])
         was_training = model.training
         model.eval()
         with torch.inference_mode():
             flow = batch.get("flow")
             outputs = model(batch["image"].to(device), None if flow is None else flow.to(device))
         model.train(was_training)
-        for i in range(min(limit, batch["image"].shape[0])):
+        for i in range(count):
             panels = [batch["image"][i].permute(1, 2, 0).clamp(0, 255).byte().cpu().numpy()]
             for task, output in outputs.items():
                 prediction, target = output[i].float().cpu(), batch[task][i].cpu()

@@ -10,6 +10,7 @@ DDP's average equals the pooled-batch step.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -126,7 +127,10 @@ class JacobianAggregation(TaskWeighting):
 
             def watched_solve(*args, **kwargs):
                 try:
-                    result = solve(*args, **kwargs)
+                    with warnings.catch_warnings():
+                        # torchjd's problem is not DPP by construction; cvxpy would say so every step.
+                        warnings.filterwarnings("ignore", message="You are solving a parameterized problem")
+                        result = solve(*args, **kwargs)
                 except Exception as error:  # torchjd catches SolverError/ValueError; record, re-raise
                     self._failures.append(f"{type(error).__name__}: {error}")
                     raise

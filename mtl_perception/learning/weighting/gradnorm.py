@@ -174,16 +174,17 @@ class GradNorm(TaskWeighting):
             per_feature = [torch.stack([task[f] for task in grads.per_task]) for f in range(len(features))]
             summed = torch.cat([p.reshape(self.num_tasks, p.shape[1], -1).sum(1) for p in per_feature], dim=1)
             summed = all_reduce_mean(summed / scale)
-            g_per_loss = torch.norm(loss_scale.unsqueeze(1) * summed, p=2, dim=-1)
-            g = g_per_loss.mean(0)
             pooled = all_reduce_mean(losses.detach())
-            l_i = torch.Tensor(
-                [pooled[i].item() / float(self.initial_losses[i]) for i in range(self.num_tasks)]
-            ).to(summed.device)
-            r_i = l_i / l_i.mean()
-            constant_term = (g * (r_i**self.alpha)).detach()
-            l_grad = (g_per_loss - constant_term).abs().sum(0)
-            (grad,) = torch.autograd.grad(l_grad, self.loss_scale)
+            with torch.enable_grad():  # autograd runs this hook in no-grad mode
+                g_per_loss = torch.norm(loss_scale.unsqueeze(1) * summed, p=2, dim=-1)
+                g = g_per_loss.mean(0)
+                l_i = torch.Tensor(
+                    [pooled[i].item() / float(self.initial_losses[i]) for i in range(self.num_tasks)]
+                ).to(summed.device)
+                r_i = l_i / l_i.mean()
+                constant_term = (g * (r_i**self.alpha)).detach()
+                l_grad = (g_per_loss - constant_term).abs().sum(0)
+                (grad,) = torch.autograd.grad(l_grad, self.loss_scale)
             self.loss_scale.grad = grad if self.loss_scale.grad is None else self.loss_scale.grad + grad
             return [torch.einsum("i, i... -> ...", loss_weight, p) for p in per_feature]
 
