@@ -106,7 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val_sequences", type=int, help="generated validation samples")
     ap.add_argument("--workers", type=int, help="DataLoader workers of each run (lite 1, quick 0, ti 8)")
     ap.add_argument("--gpus", type=int, nargs="+", help="passed to train.py (DDP); leave out for the CPU")
-    ap.add_argument("--device", default=None, help="passed to train.py and used for evaluation")
+    ap.add_argument(
+        "--device",
+        default=None,
+        help="passed to train.py; evaluation device (default: cuda with --gpus, else cpu)",
+    )
     ap.epilog = "Unset values come from the setting (--preset lite / ti, or --quick): " + "; ".join(
         f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items()) for name, values in SETTINGS.items()
     )
@@ -223,7 +227,7 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
         [
             "--checkpoint", str(best), "--data_path", str(data), "--split", args.split,
             "--img_resize", *map(str, args.img_resize), "--output_size", *map(str, args.output_size),
-            "--workers", "0", "--device", args.device or "cpu",
+            "--workers", "0", "--device", args.device or ("cuda" if args.gpus else "cpu"),
         ]
     )  # fmt: skip
     evaluated = evaluate_cli.run(eval_args)
