@@ -130,3 +130,24 @@ def test_amp_grad_scaler_scale_is_undone_for_the_weights():
         results.append((weights, net.first.weight.grad.clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     torch.testing.assert_close(results[1][1], 1024.0 * results[0][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("method", "options"), [("upgrad", {}), ("grad_norm", {"gradnorm_mode": "libmtl"})])
+def test_bfloat16_autocast_features(method, options):
+    # Under autocast the features are bfloat16 while the methods combine in float32.
+    results = []
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        net = ToyNet(TASKS)
+        x, targets = toy_batch(0, scales=(1.0, 3.0, 10.0))
+        weighting = build_weighting(method, tasks=TASKS, **options)
+        weighting.end_epoch(mean_losses={t: 1.0 for t in TASKS})
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            outputs, features = net(x, return_features=True)
+        assert features[0].dtype == (dtype or torch.float32)
+        losses = toy_losses({t: o.float() for t, o in outputs.items()}, targets, TASKS)
+        weights = weighting.backward(losses, shared_features=features)
+        assert net.first.weight.grad.dtype == torch.float32
+        results.append((list(weights.values()), net.first.weight.grad.clone()))
+    assert results[1][0] == pytest.approx(results[0][0], rel=0.05, abs=0.01)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=0.1, atol=0.02)

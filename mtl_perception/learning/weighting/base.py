@@ -203,7 +203,9 @@ class FeatureGradients:
                 self._replacement = (
                     list(replacement) if replacement is not None else [None] * len(self.features)
                 )
-            return self._replacement[index]
+            replacement = self._replacement[index]
+            # Under autocast a feature may be float16 while the combination was formed in float32.
+            return replacement.to(grad.dtype) if replacement is not None else None
 
         return hook
 
@@ -217,8 +219,9 @@ class FeatureGradients:
             raise RuntimeError(f"{self._pending} task-head node(s) never sent a gradient to the features")
 
     def flat(self) -> Tensor:
-        """The (T, D) Jacobian of the root at the features, every feature flattened and concatenated."""
-        return torch.stack([torch.cat([g.reshape(-1) for g in task]) for task in self.per_task])
+        """The (T, D) float32 (or wider) Jacobian of the root at the features, flattened and concatenated."""
+        rows = [torch.cat([g.reshape(-1) for g in task]) for task in self.per_task]
+        return torch.stack(rows).to(torch.promote_types(rows[0].dtype, torch.float32))
 
     def unflatten(self, vector: Tensor) -> list[Tensor]:
         """Split a D-vector back into the features' shapes."""

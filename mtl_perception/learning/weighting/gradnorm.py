@@ -172,7 +172,9 @@ class GradNorm(TaskWeighting):
             # LibMTL's rep_grad: per-task feature gradients summed over the batch; here every feature
             # (trunk output and skip) is part of the representation.
             per_feature = [torch.stack([task[f] for task in grads.per_task]) for f in range(len(features))]
-            summed = torch.cat([p.reshape(self.num_tasks, p.shape[1], -1).sum(1) for p in per_feature], dim=1)
+            summed = torch.cat(
+                [p.float().reshape(self.num_tasks, p.shape[1], -1).sum(1) for p in per_feature], dim=1
+            )
             summed = all_reduce_mean(summed / scale)
             pooled = all_reduce_mean(losses.detach())
             with torch.enable_grad():  # autograd runs this hook in no-grad mode
@@ -186,7 +188,7 @@ class GradNorm(TaskWeighting):
                 l_grad = (g_per_loss - constant_term).abs().sum(0)
                 (grad,) = torch.autograd.grad(l_grad, self.loss_scale)
             self.loss_scale.grad = grad if self.loss_scale.grad is None else self.loss_scale.grad + grad
-            return [torch.einsum("i, i... -> ...", loss_weight, p) for p in per_feature]
+            return [torch.einsum("i, i... -> ...", loss_weight, p.to(loss_weight.dtype)) for p in per_feature]
 
         FeatureGradients(task_losses, features, replace=combine).run(self.scaled(losses.sum(), scale))
         return loss_weight
