@@ -27,6 +27,7 @@ import numpy as np
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.learning.results_table import Row, format_markdown, summarize, table_rows
+from mtl_perception.learning.weighting import METHODS
 from mtl_perception_training.evaluate import json_ready
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
@@ -44,8 +45,10 @@ SETTINGS = {
         "batch_size": 8,
         "lr": 1e-3,
         "warmup_epochs": 1,
+        "milestones": (5, 10),  # TI's x0.5 at 100 and 200 of 250 epochs, scaled to 12
         "evaluate_every": 3,
         "seeds": (0, 1, 2),
+        "workers": 1,
     },
     "quick": {
         "train_sequences": 4,
@@ -57,8 +60,10 @@ SETTINGS = {
         "batch_size": 2,
         "lr": 1e-3,
         "warmup_epochs": 0,
+        "milestones": (),
         "evaluate_every": 1,
         "seeds": (0, 1),
+        "workers": 0,
     },
     # TI's recipe (train.py's defaults) on the user's data; only the sizes are the seed's.
     "ti": {
@@ -68,8 +73,10 @@ SETTINGS = {
         "batch_size": 16,
         "lr": 1e-4,
         "warmup_epochs": 5,
+        "milestones": (100, 200),
         "evaluate_every": 1,
         "seeds": (0, 1, 2),
+        "workers": 8,
     },
 }
 SYNTHETIC_FRAMES = 3  # a 3-frame snippet annotates its last frame; its flow partner (gap 2) is frame 0
@@ -84,17 +91,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--split", default="val", help="split the table is evaluated on (train.py's --val_split)")
     ap.add_argument("--beyond", default="aligned_mtl", help="the beyond-TI weighting method of the last row")
     ap.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick 0 1)")
-    for flag in ("img_resize", "output_size", "data_size"):
-        ap.add_argument(f"--{flag}", type=int, nargs=2, metavar=("H", "W"))
+    sizes = {
+        "img_resize": "network input size (train.py --img_resize)",
+        "output_size": "resolution the metrics are computed at (train.py, evaluate.py --output_size)",
+        "data_size": "resolution of the generated frames (no --data_path)",
+    }
+    for flag, text in sizes.items():
+        ap.add_argument(f"--{flag}", type=int, nargs=2, metavar=("H", "W"), help=text)
     for flag, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("warmup_epochs", int)):
-        ap.add_argument(f"--{flag}", type=kind)
-    ap.add_argument("--evaluate_every", type=int)
+        ap.add_argument(f"--{flag}", type=kind, help=f"train.py --{flag}")
+    ap.add_argument("--milestones", type=int, nargs="*", help="epochs where the LR halves (train.py)")
+    ap.add_argument("--evaluate_every", type=int, help="validation (best.pt selection) every N epochs")
     ap.add_argument("--train_sequences", type=int, help="generated training samples (one per snippet)")
     ap.add_argument("--val_sequences", type=int, help="generated validation samples")
-    ap.add_argument("--workers", type=int, default=1, help="DataLoader workers of each training run")
+    ap.add_argument("--workers", type=int, help="DataLoader workers of each run (lite 1, quick 0, ti 8)")
     ap.add_argument("--gpus", type=int, nargs="+", help="passed to train.py (DDP); leave out for the CPU")
-    ap.add_argument("--device", default=None, help="passed to train.py and used for evaluation")
+    ap.add_argument(
+        "--device",
+        default=None,
+        help="passed to train.py; evaluation device (default: cuda with --gpus, else cpu)",
+    )
+    ap.epilog = "Unset values come from the setting (--preset lite / ti, or --quick): " + "; ".join(
+        f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items()) for name, values in SETTINGS.items()
+    )
     args = ap.parse_args(argv)
+    if args.beyond not in METHODS:
+        ap.error(f"--beyond {args.beyond!r}: not a weighting method; choose one of {', '.join(METHODS)}")
     setting = SETTINGS["quick" if args.quick else args.preset]
     for key, value in setting.items():
         if getattr(args, key, None) is None:
@@ -140,7 +162,8 @@ def train_argv(args, row: Row, seed: int, data: Path, out: Path) -> list[str]:
         "--tasks", *row.tasks, "--multi_task_type", row.method, "--seed", str(seed),
         "--img_resize", *map(str, args.img_resize), "--output_size", *map(str, args.output_size),
         "--epochs", str(args.epochs), "--batch_size", str(args.batch_size), "--lr", str(args.lr),
-        "--warmup_epochs", str(args.warmup_epochs), "--evaluate_every", str(args.evaluate_every),
+        "--warmup_epochs", str(args.warmup_epochs), "--milestones", *map(str, args.milestones),
+        "--evaluate_every", str(args.evaluate_every),
         "--workers", str(args.workers), "--output_dir", str(out), "--overwrite",
         "--tensorboard_images", "0", "--no-export_onnx",
     ]  # fmt: skip
@@ -168,10 +191,23 @@ def _train_record(metrics_file: Path) -> dict:
     }
 
 
-def run_one(args, row: Row, seed: int, data: Path) -> dict:
-    """Train (subprocess), evaluate best.pt, count GMACs; cached in runs/<row>/seed<k>/result.json."""
+_GMACS: dict[str, float] = {}
+
+
+def gmacs(checkpoint: Path) -> float:
+    """GMACs at TI's 384x768 of the checkpoint's network, counted once per architecture (seeds share it)."""
     from mtl_perception.model import load_checkpoint
     from mtl_perception.model.complexity import TI_SIZE, count_macs
+
+    model, _ = load_checkpoint(checkpoint)
+    key = json.dumps(model.config.to_dict(), sort_keys=True)
+    if key not in _GMACS:
+        _GMACS[key] = count_macs(model, *TI_SIZE) / 1e9
+    return _GMACS[key]
+
+
+def run_one(args, row: Row, seed: int, data: Path) -> dict:
+    """Train (subprocess), evaluate best.pt, count GMACs; cached in runs/<row>/seed<k>/result.json."""
     from mtl_perception_training import evaluate as evaluate_cli
 
     out = args.out / "runs" / row.key / f"seed{seed}"
@@ -191,17 +227,16 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
         [
             "--checkpoint", str(best), "--data_path", str(data), "--split", args.split,
             "--img_resize", *map(str, args.img_resize), "--output_size", *map(str, args.output_size),
-            "--workers", "0", "--device", args.device or "cpu",
+            "--workers", "0", "--device", args.device or ("cuda" if args.gpus else "cpu"),
         ]
     )  # fmt: skip
     evaluated = evaluate_cli.run(eval_args)
-    model, _ = load_checkpoint(best)
     result = {
         "row": row.key,
         "seed": seed,
         "metrics": evaluated["metrics"],
         **_train_record(out / "metrics.json"),
-        "gmacs": count_macs(model, *TI_SIZE) / 1e9,
+        "gmacs": gmacs(best),
         "train_wall_s": trained_s,
         "total_wall_s": time.perf_counter() - start,
     }

@@ -140,7 +140,8 @@ class _Accumulators:
             else:
                 self.matrices[task].update(pred[task], target)
 
-    def all_reduce(self, device: torch.device) -> None:
+    def all_reduce(self) -> None:
+        """Sum every accumulator over the ranks (NCCL reduces CUDA tensors, gloo CPU ones)."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         if dist.get_backend() == "nccl":
@@ -241,5 +242,5 @@ def evaluate(
     finally:
         if was_training:
             net.train()
-    acc.all_reduce(device)
+    acc.all_reduce()
     return acc.results(names)
