@@ -39,6 +39,10 @@ setup(
             "cityscapes_to_bag = mtl_perception.data.bag:main",
             "play_bag = mtl_perception.ros.play_bag:main",
             "make_flow_dataset = mtl_perception_training.make_flow_dataset:main",
+            # issue 9: training (the scripts of training/, also run as python training/<script>.py)
+            "mtl_train = mtl_perception_training.train:cli",
+            "mtl_evaluate = mtl_perception_training.evaluate:main",
+            "mtl_make_table = mtl_perception_training.make_table:main",
             # issue 5: the node
             "mtl_perception_node = mtl_perception.ros.node:main",
         ],

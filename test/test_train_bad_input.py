@@ -79,7 +79,7 @@ def test_mismatched_sizes_name_the_file_even_from_a_worker(tmp_path, capsys, tor
         cv2.imwrite(str(path), np.zeros((64, 100), np.uint8))
     assert train.cli(tiny_args(root, tmp_path / "out", "--workers", "1")) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert "motion of" in line and "is (64, 100), image is (128, 256)" in line and "_motion.png" in line
+    assert "motion of" in line and "is (64, 100), expected (128, 256)" in line and "_motion.png" in line
 
 
 def test_nan_loss_stops_naming_step_and_task_and_keeps_the_last_checkpoint(

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.cli import tool_main
 from mtl_perception.data.cityscapes import num_semantic_classes as classes_of_mode
 from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER, CityscapesMultiTask
 from mtl_perception.learning.evaluation import EvalResize, evaluate
@@ -179,6 +180,7 @@ def json_ready(value):
     return value
 
 
+@tool_main("mtl_evaluate")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.cli import tool_main
 from mtl_perception.learning.results_table import Row, format_markdown, summarize, table_rows
 from mtl_perception.learning.weighting import METHODS
 from mtl_perception_training.evaluate import json_ready
@@ -244,6 +245,7 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
     return result
 
 
+@tool_main("mtl_make_table")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mtl_perception.cli import tool_main
 from mtl_perception.data.cityscapes import num_semantic_classes
 from mtl_perception.inference.export import export_onnx
 from mtl_perception.learning.augment import TrainAugment
@@ -413,6 +414,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+@tool_main("mtl_train")
 def cli(argv: list[str] | None = None) -> int:
     """Entry point: a known problem is one line on stderr and exit status 2, never a traceback."""
     args = parse_args(argv)
