@@ -133,6 +133,7 @@ class FlowInput:
     def __init__(self, params: FarnebackParams, device: torch.device, confidence_mode: str) -> None:
         self.device = torch.device(device)
         self.flow = StreamingFarneback(params, device=self.device, confidence_mode=confidence_mode)
+        self.implementation = "torch"  # which Farnebäck computes the flow (reported in /diagnostics)
 
     def reset(self) -> None:
         """Drop the per-size constants (the camera resolution changed)."""
@@ -187,6 +188,11 @@ class PerceptionPipeline:
         self.history: deque[_HistoryEntry] = deque(maxlen=max_history)
         self._key: tuple | None = None
         self._last_stamp: float | None = None
+
+    @property
+    def flow_implementation(self) -> str:
+        """Which Farnebäck implementation computes the flow stream."""
+        return self.flow_input.implementation
 
     # ----------------------------------------------------------------------------------------- state
     def reset(self) -> None:
