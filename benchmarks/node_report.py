@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from node_delivery import print_delivery  # benchmarks/ is this script's folder
+
 
 def print_conversions(results: dict) -> None:
     c = results["conversions"]
@@ -79,6 +81,10 @@ def camera_timing(results: dict) -> str:
 
 
 def print_report(results: dict) -> None:
+    if "delivery" in results:
+        print("Delivery (frames the node received / frames the camera sent):")
+        print_delivery(results["delivery"])
+        print()
     print_conversions(results)
     print_transport(results["transport"])
     print(f"\nNode graph over: {results['node_transport']}; camera publisher {camera_timing(results)}.")
