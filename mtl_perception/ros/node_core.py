@@ -86,6 +86,7 @@ class PerceptionCore:
         self.pipeline = build_pipeline(PipelineConfig.from_parameters(p), warn=self.log.warning)
         self.palette = semantic_colors(p["palette"], p["palette_rgb"], self.pipeline.backend)
         if p["warmup"]:
+            self.log.info("warming up the pipeline (two blank frames through every stage)")
             start = time.perf_counter()
             self.pipeline.warmup()
             self.log.info(f"warm-up took {time.perf_counter() - start:.2f} s")
