@@ -92,11 +92,10 @@ def run(make_node: Callable[[str], Node], argv: list[str] | None = None) -> int:
     try:
         try:
             node = make_node(transport)
-        except KeyboardInterrupt:
-            return 0
         except Exception as error:  # parameters, model file, backend: report the cause and exit non-zero
             cause = error if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
             return _startup_failed(str(cause))
+        signals.starting = False  # from here a signal asks the loop below to stop
         limits = socket_buffer_limits()
         if "node_udp" in transport and limits.get("rmem_max", PROFILE_SOCKET_BUFFER) < PROFILE_SOCKET_BUFFER:
             node.get_logger().warning(
@@ -105,10 +104,11 @@ def run(make_node: Callable[[str], Node], argv: list[str] | None = None) -> int:
             )
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        signals.starting = False
         while not signals.requested and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
         executor.shutdown()
+        return 0
+    except KeyboardInterrupt:  # a signal during start-up: a normal, prompt exit
         return 0
     finally:
         signals.starting = False

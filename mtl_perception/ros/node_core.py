@@ -79,6 +79,7 @@ class PerceptionCore:
         p = {name: self.node.get_parameter(name).value for name in PARAMETERS}
         if not p["depth_color.near"] < p["depth_color.far"]:
             raise ConfigError(
+                "depth_color.near",
                 f"depth_color.near ({p['depth_color.near']}) must be below "
                 f"depth_color.far ({p['depth_color.far']})"
             )
