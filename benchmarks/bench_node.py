@@ -434,6 +434,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--role", choices=("bench", "publisher", "transport-listener", "delivery"), default="bench"
     )
+    ap.add_argument(
+        "--delivery-starts",
+        default="",
+        help=f"--role delivery: comma-separated node starts of {list(node_delivery.NODE_STARTS)} (default all)",
+    )
     ap.add_argument("--size", default=f"{CAMERA[1]}x{CAMERA[0]}", help="publisher frame size WxH")
     ap.add_argument("--publisher-qos", choices=("reliable", "best_effort"), default="reliable")
     ap.add_argument(
@@ -473,7 +478,15 @@ def main(argv: list[str] | None = None) -> int:
             qos=args.publisher_qos,
         )
     if args.role == "delivery":
-        print(json.dumps(node_delivery.measure(frames=args.frames, rate=args.rate, script=Path(__file__))))
+        starts = (
+            tuple(args.delivery_starts.split(","))
+            if args.delivery_starts
+            else tuple(node_delivery.NODE_STARTS)
+        )
+        delivery = node_delivery.measure(
+            frames=args.frames, rate=args.rate, script=Path(__file__), starts=starts
+        )
+        print(json.dumps(delivery))
         return 0
     if args.role == "transport-listener":
         return transport_listener(topic=args.topic, rate=args.rate, frames=args.frames)

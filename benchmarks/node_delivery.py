@@ -133,10 +133,8 @@ def measure(*, frames: int, rate: float, script: Path, starts=tuple(NODE_STARTS)
 def print_delivery(delivery: dict) -> None:
     """Delivered / sent per cell, the default start first."""
     sizes = [f"{w}x{h}" for h, w in SIZES]
-    print(
-        f"\n| node started | publisher | {' | '.join(sizes)} |\n|---|---|{'---:|' * len(sizes)}"
-        f"  ({delivery['frames']} frames at {delivery['rate_hz']:g} Hz per cell)"
-    )
+    print(f"\n{delivery['frames']} frames at {delivery['rate_hz']:g} Hz per cell.\n")
+    print(f"| node started | publisher | {' | '.join(sizes)} |\n|---|---|{'---:|' * len(sizes)}")
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for cell in delivery["cells"]:
         if "error" in cell:
