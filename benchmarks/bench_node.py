@@ -437,7 +437,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--delivery-starts",
         default="",
-        help=f"--role delivery: comma-separated node starts of {list(node_delivery.NODE_STARTS)} (default all)",
+        help=f"--role delivery: comma-separated node starts, of {list(node_delivery.NODE_STARTS)}",
     )
     ap.add_argument("--size", default=f"{CAMERA[1]}x{CAMERA[0]}", help="publisher frame size WxH")
     ap.add_argument("--publisher-qos", choices=("reliable", "best_effort"), default="reliable")
