@@ -38,6 +38,8 @@ from mtl_perception.flow import (
     StreamingFarneback,
     to_gray,
 )
+from mtl_perception.flow.cv2_flow import IMPLEMENTATIONS as FLOW_IMPLEMENTATIONS
+from mtl_perception.flow.cv2_flow import Cv2StreamingFarneback, choose_implementation
 
 DEFAULT_FLOW_DT = 2.0 / 17.0
 OUTPUT_SIZES = ("network", "input")
@@ -133,18 +135,47 @@ class FlowInput:
     confidence of ``confidence_mode`` (:meth:`pair`). No partner: zero flow and zero confidence.
     """
 
-    def __init__(self, params: FarnebackParams, device: torch.device, confidence_mode: str) -> None:
+    def __init__(
+        self,
+        params: FarnebackParams,
+        device: torch.device,
+        confidence_mode: str,
+        implementation: str = "torch",
+    ) -> None:
+        """``implementation``: ``torch`` (the port; what the training flow dataset uses), ``cv2``
+        (``cv2.calcOpticalFlowFarneback``, CPU) or ``auto`` (measured at the first frame's size, see
+        :func:`mtl_perception.flow.cv2_flow.choose_implementation`)."""
+        if implementation not in FLOW_IMPLEMENTATIONS:
+            raise ValueError(
+                f"flow implementation must be one of {FLOW_IMPLEMENTATIONS}, got {implementation!r}"
+            )
         self.device = torch.device(device)
-        self.flow = StreamingFarneback(params, device=self.device, confidence_mode=confidence_mode)
-        self.implementation = "torch"  # which Farnebäck computes the flow (reported in /diagnostics)
+        self.params, self.confidence_mode = params, confidence_mode
+        self.measured_ms: dict[str, float] = {}  # what auto measured, per implementation
+        self._decided = implementation != "auto"
+        self.implementation = "torch" if implementation == "auto" else implementation
+        self.flow = self._stream(self.implementation)
+
+    def _stream(self, implementation: str):
+        if implementation == "cv2":
+            return Cv2StreamingFarneback(self.params, self.device, confidence_mode=self.confidence_mode)
+        return StreamingFarneback(self.params, device=self.device, confidence_mode=self.confidence_mode)
 
     def reset(self) -> None:
-        """Drop the per-size constants (the camera resolution changed)."""
+        """Drop the per-size constants (the camera resolution changed); the implementation stays."""
         self.flow.reset()
 
     def prepare(self, net_image: torch.Tensor) -> FrameFeatures:
         """(1, 3, h, w) float RGB 0..255 at network size -> its Farnebäck features."""
-        return self.flow.prepare(to_gray(net_image[0].to(torch.uint8), order="rgb"))
+        gray = to_gray(net_image[0].to(torch.uint8), order="rgb")
+        if not self._decided:  # auto: once, at the first frame, before any features exist
+            self._decided = True
+            chosen, self.measured_ms = choose_implementation(
+                self.params, self.device, self.confidence_mode, tuple(gray.shape)
+            )
+            if chosen != self.implementation:
+                self.implementation, self.flow = chosen, self._stream(chosen)
+        return self.flow.prepare(gray)
 
     def pair(
         self, current: FrameFeatures, partner: FrameFeatures | None
@@ -177,6 +208,7 @@ class PerceptionPipeline:
         output_size: str = "network",
         reset_gap_factor: float = 10.0,
         confidence_mode: str = DEFAULT_CONFIDENCE_MODE,
+        flow_implementation: str = "torch",
     ) -> None:
         check_options(output_size, flow_dt, max_history, reset_gap_factor, confidence_mode)
         self.backend = backend
@@ -187,7 +219,7 @@ class PerceptionPipeline:
         self.reset_gap = reset_gap_factor * self.flow_dt
         self.network_size = tuple(int(v) for v in backend.input_size)
         self.uses_flow = "flow" in tuple(getattr(backend, "streams", ("flow", "image")))
-        self.flow_input = FlowInput(self.flow_params, self.device, confidence_mode)
+        self.flow_input = FlowInput(self.flow_params, self.device, confidence_mode, flow_implementation)
         self.history: deque[_HistoryEntry] = deque(maxlen=max_history)
         self._key: tuple | None = None
         self._last_stamp: float | None = None

@@ -312,6 +312,9 @@ class PerceptionCore:
             "backend": backend.name,
             "device": str(self.pipeline.device),
             "flow_implementation": self.pipeline.flow_implementation,
+            "flow_implementation_measured_ms": " ".join(
+                f"{name}={ms:.1f}" for name, ms in self.pipeline.flow_input.measured_ms.items()
+            ),
             "network_size": f"{self.pipeline.network_size[0]}x{self.pipeline.network_size[1]}",
             "output_size": self.params["output_size"],
             "transport": self.transport,

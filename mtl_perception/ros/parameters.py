@@ -88,6 +88,14 @@ PARAMETERS = {
         DEFAULT_CONFIDENCE_MODE,
         _text("Flow confidence fed to the network (must match the training flow).", CONFIDENCE_MODES),
     ),
+    "flow.implementation": (
+        "auto",
+        _text(
+            "Farnebäck implementation: torch (the port), cv2 (cv2.calcOpticalFlowFarneback, CPU, resize_mode "
+            "cpu) or auto (torch on CUDA; on the CPU the faster of the two, measured at the first frame).",
+            ("auto", "torch", "cv2"),
+        ),
+    ),
     "flow_dt": (
         DEFAULT_FLOW_DT,
         _float(
