@@ -301,6 +301,10 @@ def summarize_node_run(
         "latency": percentiles(steady),
         "stages_ms": recorder.stage_means(node.namespace),
         "backend": recorder.diagnostic_values(node.namespace).get("backend", ""),
+        "flow_implementation": recorder.diagnostic_values(node.namespace).get("flow_implementation", ""),
+        "flow_implementation_measured_ms": recorder.diagnostic_values(node.namespace).get(
+            "flow_implementation_measured_ms", ""
+        ),
     }
 
 

@@ -49,6 +49,8 @@ def print_node_runs(runs: list[dict]) -> None:
             for k in ("convert", "preprocess", "flow", "network", "postprocess", "publish")
         )
         flow = "fast flow" if r["extra_parameters"] else "default flow"
+        if r.get("flow_implementation"):
+            flow += f" ({r['flow_implementation']}; {r.get('flow_implementation_measured_ms', '')})"
         size = f"{r['network_size'][0]}x{r['network_size'][1]}"
         print(
             f"| {r['preset']} {size} {r['device']}, {flow} | {r['backend']} | "
