@@ -291,6 +291,8 @@ class PerceptionCore:
         """(level, message) of one period: it follows the period's events, not the whole history."""
         if values["frames_received"] == 0:
             return DiagnosticStatus.WARN, "waiting for images"
+        if values["frames_rejected_recent"]:
+            return DiagnosticStatus.WARN, f"rejected frames; last: {values['last_error']}"
         if processed_in_period == 0 and values["input_rate_hz"] > 0:
             return DiagnosticStatus.WARN, "receiving but not processing"
         if values["input_loss_recent"] >= LOSS_WARN_FRACTION:
@@ -299,8 +301,6 @@ class PerceptionCore:
                 f"(input stamp gaps at a {values['input_period_ms']:.0f} ms camera period); see docs/node.md "
                 "'Transport'"
             )
-        if values["frames_rejected_recent"]:
-            return DiagnosticStatus.WARN, f"rejected frames; last: {values['last_error']}"
         return DiagnosticStatus.OK, "ok"
 
     def _publish_diagnostics(self, values: dict, processed_in_period: int) -> None:
