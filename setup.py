@@ -14,6 +14,8 @@ setup(
     # package that would collide with other software); what they import lives in mtl_perception.learning.
     packages=find_packages(include=["mtl_perception", "mtl_perception.*"]) + ["mtl_perception_training"],
     package_dir={"mtl_perception_training": "training"},
+    # the node's own Fast DDS profiles (mtl_perception/ros/transport.py finds them next to the module)
+    package_data={"mtl_perception.ros": ["fastdds/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -21,7 +23,7 @@ setup(
         (os.path.join("share", package_name, "config"), glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
-    zip_safe=True,
+    zip_safe=False,  # the Fast DDS profiles are read from the package directory
     maintainer="mtl_perception maintainers",
     maintainer_email="mtl-perception@example.com",
     description="Real-time multi-task depth, semantic and motion perception for ROS 2",
@@ -45,6 +47,8 @@ setup(
             "mtl_make_table = mtl_perception_training.make_table:main",
             # issue 5: the node
             "mtl_perception_node = mtl_perception.ros.node:main",
+            # issue 12: the managed (lifecycle) node
+            "mtl_perception_lifecycle_node = mtl_perception.ros.lifecycle_node:main",
         ],
     },
 )

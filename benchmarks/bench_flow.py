@@ -4,7 +4,8 @@
 
 Times, per size and parameter set: cv2 on uint8 frames; ours one-shot (``calc_optical_flow_farneback``
 on the same uint8 NumPy frames, both expansions included); ours streaming (``prepare`` of the new frame
-+ ``flow`` with residual confidence: the per-frame cost in the node). Prints min / median ms and the
++ ``flow`` with residual confidence: the per-frame cost in the node); and the node's cv2 implementation
+(``Cv2StreamingFarneback``: cv2's flow + the residual confidence). Prints min / median ms and the
 ratio to cv2, and writes benchmarks/results/flow.json. The machine load is recorded because a shared
 2-core VM distorts the numbers.
 """
@@ -23,6 +24,7 @@ import cv2
 import torch
 
 from mtl_perception.flow import COMMON, CUDA_DEFAULTS, StreamingFarneback, calc_optical_flow_farneback
+from mtl_perception.flow.cv2_flow import Cv2StreamingFarneback
 from mtl_perception.flow.synthetic import make_pair
 
 PARAM_SETS = {"cuda_defaults": CUDA_DEFAULTS, "common": COMMON}
@@ -71,6 +73,14 @@ def bench_case(a, b, params, reps: int, compile_too: bool) -> list[dict]:
     fa = stream.prepare(ta)
     rows.append(
         _row("torch cpu streaming", _time(lambda: stream.flow(fa, stream.prepare(tb)), reps), ref_min)
+    )
+    # the node's flow.implementation cv2: cv2's flow + the port's level-0 expansion (residual confidence)
+    cv2_stream = Cv2StreamingFarneback(params, "cpu")
+    ca = cv2_stream.prepare(ta)
+    rows.append(
+        _row(
+            "cv2 streaming + conf.", _time(lambda: cv2_stream.flow(ca, cv2_stream.prepare(tb)), reps), ref_min
+        )
     )
     if compile_too:
         cs = StreamingFarneback(params, "cpu", compile=True)

@@ -1,6 +1,8 @@
 """Node benchmark over real DDS: publisher process -> mtl_perception_node -> subscriber (this process).
 
-For 2048x1024 rgb8 camera frames it reports, per configuration:
+First the delivery matrix (``node_delivery.py``): frames the node receives / frames a default camera
+process sends, per publisher QoS x frame size x how the node is started. Then, for 2048x1024 rgb8 camera
+frames, per configuration:
 
 * latency stamp -> output received (p50 / p99), output throughput and drop rate (keep-latest drops),
   the node's own per-stage breakdown (from /diagnostics);
@@ -13,7 +15,9 @@ Targets (reported, not asserted): conversion + publishing <= 3 ms/frame at 2048x
 on 2 cores. Writes benchmarks/results/node.json and prints markdown tables (``node_report.py``). The node
 is started, recorded and stopped with :mod:`mtl_perception.ros.harness`, as in the replay tool and the tests.
 
-    python benchmarks/bench_node.py                # all configurations, ~3-4 minutes on 2 cores
+    python benchmarks/bench_node.py                # delivery matrix + all configurations, ~10 minutes
+    python benchmarks/bench_node.py --role delivery --frames 60     # only the delivery matrix (JSON)
+    python benchmarks/bench_node.py --delivery-frames 0             # only the speed runs
     python benchmarks/bench_node.py --soak 2000    # adds the memory soak
     python benchmarks/bench_node.py --role transport-listener --topic /x --frames 20   (one transport run)
     python benchmarks/bench_node.py --role publisher --topic /x --rate 10 --frames 50   (internal)
@@ -35,8 +39,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import node_delivery  # benchmarks/ is this script's folder
 import numpy as np
-from node_report import print_report  # benchmarks/ is this script's folder
+from node_report import print_report
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.ros.harness import OutputRecorder, node_process, require_node_up
@@ -85,19 +90,22 @@ def now_ns() -> int:
 
 
 # ------------------------------------------------------------------------------------------- publisher
-def run_publisher(*, topic: str, rate: float, frames: int, height: int, width: int, wait: float) -> int:
-    """Publish `frames` rgb8 frames stamped with the wall clock (the subscriber measures now - stamp)."""
+def run_publisher(
+    *, topic: str, rate: float, frames: int, height: int, width: int, wait: float, qos: str = "reliable"
+) -> int:
+    """Publish `frames` rgb8 frames stamped with the wall clock (the subscriber measures now - stamp).
+
+    ``qos``: ``reliable`` (rclpy's default, keep last 10) or ``best_effort`` (sensor-data QoS).
+    """
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from mtl_perception.ros.conversions import array_to_image_fields
 
     rclpy.init()
     node = rclpy.create_node(f"bench_publisher_{uuid.uuid4().hex[:6]}")
-    publisher = node.create_publisher(
-        Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-    )
+    publisher = node.create_publisher(Image, topic, 10 if qos == "reliable" else qos_profile_sensor_data)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(4)]
     fields = [array_to_image_fields(image, "rgb8") for image in images]
@@ -293,6 +301,10 @@ def summarize_node_run(
         "latency": percentiles(steady),
         "stages_ms": recorder.stage_means(node.namespace),
         "backend": recorder.diagnostic_values(node.namespace).get("backend", ""),
+        "flow_implementation": recorder.diagnostic_values(node.namespace).get("flow_implementation", ""),
+        "flow_implementation_measured_ms": recorder.diagnostic_values(node.namespace).get(
+            "flow_implementation_measured_ms", ""
+        ),
     }
 
 
@@ -372,9 +384,21 @@ def soak(*, frames: int, rate: float) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- the run
-def run_all(*, rate: float, duration: float, soak_frames: int, node_shm: bool) -> dict:
-    """Transport floor, conversions, every configuration on every device, then the optional soak."""
+def bench_delivery(*, frames: int, rate: float) -> dict:
+    """The delivery matrix (node_delivery.py) in a child, so this process's DDS profile stays unset."""
+    command = [sys.executable, __file__, "--role", "delivery", "--frames", str(frames), "--rate", str(rate)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    sys.stderr.write(result.stderr[-3000:])
+    if result.returncode != 0:
+        return {"error": result.stderr[-2000:], "frames": frames, "rate_hz": rate, "cells": []}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_all(*, rate: float, duration: float, soak_frames: int, node_shm: bool, delivery_frames: int) -> dict:
+    """Delivery matrix, transport floor, conversions, every configuration on every device, optional soak."""
     import torch
+
+    delivery = bench_delivery(frames=delivery_frames, rate=4.0) if delivery_frames else None
 
     # first: each floor run is a child with its own DDS profile, before this process joins DDS itself
     transport = {
@@ -392,15 +416,17 @@ def run_all(*, rate: float, duration: float, soak_frames: int, node_shm: bool) -
         "seconds_per_config": duration,
         "conversions": bench_conversions(),
         "transport": transport,
-        "node_transport": "Fast DDS SHM profile (config/fastdds_shm.xml)"
+        "node_transport": "Fast DDS SHM profile (config/fastdds_shm.xml), whole graph"
         if node_shm
-        else "UDP (Fast DDS default)",
+        else "the node's default (its UDP profile); camera and listener with Fast DDS defaults",
         "node": [
             bench_node(config, device=device, frames=int(rate * duration), rate=rate)
             for device in devices
             for config in CONFIGS
         ],
     }
+    if delivery is not None:
+        results["delivery"] = delivery
     if soak_frames:
         results["soak"] = soak(frames=soak_frames, rate=10.0)
     return results
@@ -409,7 +435,22 @@ def run_all(*, rate: float, duration: float, soak_frames: int, node_shm: bool) -
 # ---------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--role", choices=("bench", "publisher", "transport-listener"), default="bench")
+    ap.add_argument(
+        "--role", choices=("bench", "publisher", "transport-listener", "delivery"), default="bench"
+    )
+    ap.add_argument(
+        "--delivery-starts",
+        default="",
+        help=f"--role delivery: comma-separated node starts, of {list(node_delivery.NODE_STARTS)}",
+    )
+    ap.add_argument("--size", default=f"{CAMERA[1]}x{CAMERA[0]}", help="publisher frame size WxH")
+    ap.add_argument("--publisher-qos", choices=("reliable", "best_effort"), default="reliable")
+    ap.add_argument(
+        "--delivery-frames",
+        type=int,
+        default=60,
+        help="frames per cell of the delivery matrix at 4 Hz (0 = skip it; --role delivery uses --frames)",
+    )
     ap.add_argument("--topic", default="/bench_image")
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--frames", type=int, default=100)
@@ -419,10 +460,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--soak", type=int, default=0, metavar="N", help="also run an N-frame memory soak")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "node.json")
     ap.add_argument(
-        "--no-shm",
+        "--shm",
         action="store_true",
-        help="node runs over default Fast DDS (UDP) instead of config/fastdds_shm.xml; 6 MB best-effort "
-        "frames then mostly fail to arrive whole",
+        help="speed runs with config/fastdds_shm.xml for the camera, the node and the listener "
+        "(default: the node as ros2 run starts it, the others with Fast DDS defaults)",
     )
     return ap.parse_args(argv)
 
@@ -430,12 +471,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "publisher":
+        width, height = (int(v) for v in args.size.split("x"))
         return run_publisher(
-            topic=args.topic, rate=args.rate, frames=args.frames, height=CAMERA[0], width=CAMERA[1], wait=30.0
+            topic=args.topic,
+            rate=args.rate,
+            frames=args.frames,
+            height=height,
+            width=width,
+            wait=30.0,
+            qos=args.publisher_qos,
         )
+    if args.role == "delivery":
+        starts = (
+            tuple(args.delivery_starts.split(","))
+            if args.delivery_starts
+            else tuple(node_delivery.NODE_STARTS)
+        )
+        delivery = node_delivery.measure(
+            frames=args.frames, rate=args.rate, script=Path(__file__), starts=starts
+        )
+        print(json.dumps(delivery))
+        return 0
     if args.role == "transport-listener":
         return transport_listener(topic=args.topic, rate=args.rate, frames=args.frames)
-    results = run_all(rate=args.rate, duration=args.duration, soak_frames=args.soak, node_shm=not args.no_shm)
+    results = run_all(
+        rate=args.rate,
+        duration=args.duration,
+        soak_frames=args.soak,
+        node_shm=args.shm,
+        delivery_frames=args.delivery_frames,
+    )
     atomic_write_bytes(args.out, json.dumps(results, indent=2).encode())
     print_report(results)
     print(f"\nwrote {args.out}")

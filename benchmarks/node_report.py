@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from node_delivery import print_delivery  # benchmarks/ is this script's folder
+
 
 def print_conversions(results: dict) -> None:
     c = results["conversions"]
@@ -47,6 +49,8 @@ def print_node_runs(runs: list[dict]) -> None:
             for k in ("convert", "preprocess", "flow", "network", "postprocess", "publish")
         )
         flow = "fast flow" if r["extra_parameters"] else "default flow"
+        if r.get("flow_implementation"):
+            flow += f" ({r['flow_implementation']}; {r.get('flow_implementation_measured_ms', '')})"
         size = f"{r['network_size'][0]}x{r['network_size'][1]}"
         print(
             f"| {r['preset']} {size} {r['device']}, {flow} | {r['backend']} | "
@@ -79,6 +83,10 @@ def camera_timing(results: dict) -> str:
 
 
 def print_report(results: dict) -> None:
+    if "delivery" in results:
+        print("Delivery (frames the node received / frames the camera sent):")
+        print_delivery(results["delivery"])
+        print()
     print_conversions(results)
     print_transport(results["transport"])
     print(f"\nNode graph over: {results['node_transport']}; camera publisher {camera_timing(results)}.")

@@ -6,18 +6,31 @@
     ros2 launch mtl_perception node.launch.py model_file:=/models/mtl.pt \
         network_height:=192 network_width:=384
 
+    ros2 launch mtl_perception node.launch.py lifecycle:=true            # managed node, brought to active
+    ros2 launch mtl_perception node.launch.py lifecycle:=true autostart:=false   # stays unconfigured
+
 Launch arguments left empty keep the value from params_file. An .onnx / .engine model runs at the size it
 was exported for; network_height / network_width only size a checkpoint or the untrained model.
 """
 
 import os
 
+import lifecycle_msgs.msg
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
 from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 
 PACKAGE = "mtl_perception"
 
@@ -33,6 +46,12 @@ def _node(context, *args, **kwargs):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = int(value)
+    remappings = [
+        ("image", LaunchConfiguration("image_topic")),
+        ("camera_info", LaunchConfiguration("camera_info_topic")),
+    ]
+    if IfCondition(LaunchConfiguration("lifecycle")).evaluate(context):
+        return _lifecycle_node(context, overrides, remappings)
     return [
         Node(
             package=PACKAGE,
@@ -40,14 +59,42 @@ def _node(context, *args, **kwargs):
             name="mtl_perception",
             namespace=LaunchConfiguration("namespace"),
             parameters=[LaunchConfiguration("params_file"), overrides],
-            remappings=[
-                ("image", LaunchConfiguration("image_topic")),
-                ("camera_info", LaunchConfiguration("camera_info_topic")),
-            ],
+            remappings=remappings,
             output="screen",
             emulate_tty=True,
         )
     ]
+
+
+def _lifecycle_node(context, overrides, remappings):
+    """The managed node; with autostart, configure it and activate it once it is inactive."""
+    node = LifecycleNode(
+        package=PACKAGE,
+        executable="mtl_perception_lifecycle_node",
+        name="mtl_perception",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        remappings=remappings,
+        output="screen",
+        emulate_tty=True,
+    )
+    if not IfCondition(LaunchConfiguration("autostart")).evaluate(context):
+        return [node]
+
+    def transition(transition_id):
+        return EmitEvent(
+            event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id)
+        )
+
+    activate_when_inactive = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=node,
+            start_state="configuring",
+            goal_state="inactive",
+            entities=[transition(lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE)],
+        )
+    )
+    return [node, activate_when_inactive, transition(lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -103,9 +150,20 @@ def generate_launch_description() -> LaunchDescription:
                 "params_file)",
             ),
             DeclareLaunchArgument(
+                "lifecycle",
+                default_value="false",
+                description="Run mtl_perception_lifecycle_node (managed) instead of mtl_perception_node",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                description="lifecycle:=true only: configure and activate the node at launch",
+            ),
+            DeclareLaunchArgument(
                 "use_shm_transport",
                 default_value="false",
-                description="Use config/fastdds_shm.xml (64 MiB shared-memory segment)",
+                description="Use config/fastdds_shm.xml (64 MiB shared-memory segment) instead of the node's "
+                "own UDP profile; give every process of the graph the same file",
             ),
             SetEnvironmentVariable(
                 "FASTRTPS_DEFAULT_PROFILES_FILE",

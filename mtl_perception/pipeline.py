@@ -41,6 +41,8 @@ from mtl_perception.flow import (
     StreamingFarneback,
     to_gray,
 )
+from mtl_perception.flow.cv2_flow import IMPLEMENTATIONS as FLOW_IMPLEMENTATIONS
+from mtl_perception.flow.cv2_flow import Cv2StreamingFarneback, choose_implementation
 
 DEFAULT_FLOW_DT = 2.0 / 17.0
 OUTPUT_SIZES = ("network", "input")
@@ -92,8 +94,9 @@ class _HistoryEntry:
 
 
 def upload_rgb(image, device: torch.device, staging: HostStaging | None = None) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB (numpy or tensor) -> (1, 3, H, W) float32 0..255 on ``device`` (one copy).
+    """(H, W, 3) uint8 RGB (numpy or tensor) -> (1, 3, H, W) uint8 on ``device`` (one copy, no conversion).
 
+    The result is a channels-last view of the frame, what :func:`resize_for_network` resizes fastest.
     With ``staging`` a host frame bound for CUDA goes through its pinned buffer as an asynchronous copy;
     a copy from pageable memory would make the host wait for it (one more sync per frame).
     """
@@ -106,7 +109,7 @@ def upload_rgb(image, device: torch.device, staging: HostStaging | None = None) 
     device = torch.device(device)
     if staging is not None and device.type == "cuda" and image.device.type == "cpu":
         image = staging.to_device(image, device)
-    return image.to(device).permute(2, 0, 1).unsqueeze(0).float()
+    return image.to(device).permute(2, 0, 1).unsqueeze(0)
 
 
 class FlowInput:
@@ -119,22 +122,52 @@ class FlowInput:
     """
 
     def __init__(
-        self, params: FarnebackParams, device: torch.device, confidence_mode: str, cuda_graph: bool = True
+        self,
+        params: FarnebackParams,
+        device: torch.device,
+        confidence_mode: str,
+        implementation: str = "torch",
+        cuda_graph: bool = True,
     ) -> None:
+        """``implementation``: ``torch`` (the port; what the training flow dataset uses), ``cv2``
+        (``cv2.calcOpticalFlowFarneback``, CPU) or ``auto`` (measured at the first frame's size, see
+        :func:`mtl_perception.flow.cv2_flow.choose_implementation`)."""
+        if implementation not in FLOW_IMPLEMENTATIONS:
+            raise ValueError(
+                f"flow implementation must be one of {FLOW_IMPLEMENTATIONS}, got {implementation!r}"
+            )
         self.device = torch.device(device)
+        self.params, self.confidence_mode = params, confidence_mode
+        self.cuda_graph = cuda_graph
+        self.measured_ms: dict[str, float] = {}  # what auto measured, per implementation
+        self._decided = implementation != "auto"
+        self.implementation = "torch" if implementation == "auto" else implementation
+        self.flow = self._stream(self.implementation)
+
+    def _stream(self, implementation: str):
+        if implementation == "cv2":
+            return Cv2StreamingFarneback(self.params, self.device, confidence_mode=self.confidence_mode)
         # A CUDA graph replays the ~2,500 kernel launches of one flow at once (eager, the flow is bound
         # by Python launch overhead); StreamingFarneback falls back to eager if the capture fails.
-        self.flow = StreamingFarneback(
-            params, device=self.device, confidence_mode=confidence_mode, cuda_graph=cuda_graph
+        return StreamingFarneback(
+            self.params, device=self.device, confidence_mode=self.confidence_mode, cuda_graph=self.cuda_graph
         )
 
     def reset(self) -> None:
-        """Drop the per-size constants (the camera resolution changed)."""
+        """Drop the per-size constants (the camera resolution changed); the implementation stays."""
         self.flow.reset()
 
     def prepare(self, net_image: torch.Tensor) -> FrameFeatures:
         """(1, 3, h, w) float RGB 0..255 at network size -> its Farnebäck features."""
-        return self.flow.prepare(to_gray(net_image[0].to(torch.uint8), order="rgb"))
+        gray = to_gray(net_image[0].to(torch.uint8), order="rgb")
+        if not self._decided:  # auto: once, at the first frame, before any features exist
+            self._decided = True
+            chosen, self.measured_ms = choose_implementation(
+                self.params, self.device, self.confidence_mode, tuple(gray.shape)
+            )
+            if chosen != self.implementation:
+                self.implementation, self.flow = chosen, self._stream(chosen)
+        return self.flow.prepare(gray)
 
     def pair(
         self, current: FrameFeatures, partner: FrameFeatures | None
@@ -167,6 +200,7 @@ class PerceptionPipeline:
         output_size: str = "network",
         reset_gap_factor: float = 10.0,
         confidence_mode: str = DEFAULT_CONFIDENCE_MODE,
+        flow_implementation: str = "torch",
     ) -> None:
         check_options(output_size, flow_dt, max_history, reset_gap_factor, confidence_mode)
         self.backend = backend
@@ -177,11 +211,16 @@ class PerceptionPipeline:
         self.reset_gap = reset_gap_factor * self.flow_dt
         self.network_size = tuple(int(v) for v in backend.input_size)
         self.uses_flow = "flow" in tuple(getattr(backend, "streams", ("flow", "image")))
-        self.flow_input = FlowInput(self.flow_params, self.device, confidence_mode)
+        self.flow_input = FlowInput(self.flow_params, self.device, confidence_mode, flow_implementation)
         self.staging = HostStaging()
         self.history: deque[_HistoryEntry] = deque(maxlen=max_history)
         self._key: tuple | None = None
         self._last_stamp: float | None = None
+
+    @property
+    def flow_implementation(self) -> str:
+        """Which Farnebäck implementation computes the flow stream."""
+        return self.flow_input.implementation
 
     # ----------------------------------------------------------------------------------------- state
     def reset(self) -> None:
@@ -346,16 +385,28 @@ class PerceptionPipeline:
 
 
 def resize_for_network(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, 3, H, W) float 0..255 -> (N, 3, h, w): bilinear, antialiased when shrinking, rounded.
+    """(N, 3, H, W) uint8 or float 0..255 -> (N, 3, h, w) float 0..255: bilinear, antialiased when shrinking,
+    in whole grey levels.
 
     The project's one camera-frame resize: the node's network input and the training flow dataset
-    (``training/make_flow_dataset.py``, through :meth:`FlowInput.between`) see identical pixels.
+    (``training/make_flow_dataset.py``, through :meth:`FlowInput.between`) see identical pixels. On the CPU
+    it runs torch's uint8 channels-last kernel (a float input is taken as the whole grey levels it holds):
+    ~5-10x faster than in float at 2048x1024 -> 192x384, at most one grey level apart from the float
+    result. Elsewhere (CUDA has no uint8 kernel) it resizes in float and rounds.
     """
     h, w = int(size[0]), int(size[1])
     if tuple(image.shape[-2:]) == (h, w):
-        return image
+        return image.float()
     downscale = image.shape[-2] > h or image.shape[-1] > w
-    resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
+    if image.device.type == "cpu":
+        if image.dtype != torch.uint8:
+            image = image.round().clamp_(0.0, 255.0).to(torch.uint8)
+        image = image.contiguous(memory_format=torch.channels_last)  # a no-op for an uploaded frame
+        resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=downscale)
+        return resized.float()
+    resized = F.interpolate(
+        image.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=downscale
+    )
     # Rounded to whole grey levels: the same values an offline uint8 resize of the frame gives.
     return resized.round_().clamp_(0.0, 255.0)
 

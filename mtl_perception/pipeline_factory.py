@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from mtl_perception.flow import DEFAULT_CONFIDENCE_MODE, OPTFLOW_FARNEBACK_GAUSSIAN, FarnebackParams
+from mtl_perception.flow.cv2_flow import IMPLEMENTATIONS as FLOW_IMPLEMENTATIONS
+from mtl_perception.flow.cv2_flow import cv2_unsuitable
 from mtl_perception.inference import (
     BACKENDS,
     DEFAULT_INPUT_SIZE,
@@ -63,6 +65,7 @@ class PipelineConfig:
     output_size: str = "network"
     flow: FarnebackParams = field(default_factory=FarnebackParams)
     flow_confidence: str = DEFAULT_CONFIDENCE_MODE
+    flow_implementation: str = "auto"  # torch | cv2 | auto (measured once, at the first frame)
     flow_dt: float = DEFAULT_FLOW_DT
     max_history: int = 8
     reset_gap_factor: float = 10.0
@@ -77,10 +80,12 @@ class PipelineConfig:
             flow = FarnebackParams(**flow_values)
         except ValueError as error:
             raise ConfigError("flow", f"flow parameters: {error}") from error
-        plain = {f.name for f in fields(cls)} - {"flow", "flow_confidence"}
+        plain = {f.name for f in fields(cls)} - {"flow", "flow_confidence", "flow_implementation"}
         values = {name: parameters[name] for name in plain if name in parameters}
         if "flow.confidence" in parameters:
             values["flow_confidence"] = parameters["flow.confidence"]
+        if "flow.implementation" in parameters:
+            values["flow_implementation"] = parameters["flow.implementation"]
         return cls(flow=flow, **values)
 
 
@@ -143,6 +148,9 @@ def build_pipeline(config: PipelineConfig, warn: Callable[[str], None] = LOG.war
     except ValueError as error:  # the message starts with the option's name
         name = str(error).split()[0].replace("confidence_mode", "flow.confidence")
         raise ConfigError(name, f"parameter {name}: {error}") from error
+    _choice("flow.implementation", config.flow_implementation, FLOW_IMPLEMENTATIONS)
+    if config.flow_implementation == "cv2" and cv2_unsuitable(config.flow):
+        raise ConfigError("flow.implementation", f"flow.implementation 'cv2': {cv2_unsuitable(config.flow)}")
     try:
         device = resolve_device(config.device)
     except ValueError as error:
@@ -176,6 +184,7 @@ def build_pipeline(config: PipelineConfig, warn: Callable[[str], None] = LOG.war
         output_size=config.output_size,
         reset_gap_factor=config.reset_gap_factor,
         confidence_mode=config.flow_confidence,
+        flow_implementation=config.flow_implementation,
     )
 
 

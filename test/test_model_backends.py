@@ -82,6 +82,21 @@ def test_auto_on_cpu_prefers_onnxruntime_and_logs(files, inference_caplog):
     assert exported[0].stat().st_mtime_ns == mtime
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_cached_export_is_rebuilt_not_fallen_back_from(files, tmp_path, caplog, damage):
+    """A damaged cached ONNX next to the checkpoint: exported again, and the backend stays ONNX Runtime."""
+    cache = tmp_path / "cache"
+    create_backend(files["ckpt"], device="cpu", input_size=(H, W), cache_dir=cache)
+    (exported,) = (cache / "onnx").glob("m-*-64x128.onnx")
+    good = exported.read_bytes()
+    exported.write_bytes(b"not an onnx model" if damage == "garbage" else good[: len(good) // 2])
+    with caplog.at_level(logging.WARNING, logger="mtl_perception.inference"):
+        backend = create_backend(files["ckpt"], device="cpu", input_size=(H, W), cache_dir=cache)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    assert any("is unusable" in r.message and "exporting it again" in r.message for r in caplog.records)
+    assert exported.read_bytes() == good  # the export is deterministic: the same file again
+
+
 def test_random_init_is_seeded(files):
     a = create_backend(None, "torch", preset="lite", seed=3, input_size=(H, W))
     b = create_backend(None, "torch", preset="lite", seed=3, input_size=(H, W))

@@ -214,3 +214,19 @@ def test_scaled_camera_info_follows_image_proc_resize():
         187,
     )
     np.testing.assert_allclose(scaled.d, info.d)
+
+
+def test_camera_info_roi_outside_the_image_is_clamped_and_named():
+    """A ROI of 5e7 on a 2x2 image scaled to 192x384 would wrap a uint32; it is clamped to the output."""
+    CameraInfo = pytest.importorskip("sensor_msgs.msg").CameraInfo  # noqa: N806 - the message class
+    from mtl_perception.ros.conversions import roi_outside_image, scaled_camera_info_fields
+
+    info = CameraInfo(width=2, height=2)
+    info.roi.x_offset, info.roi.width, info.roi.height = 0, 50_000_000, 1
+    fields = scaled_camera_info_fields(info, 2, 2, 384, 192)
+    roi = fields["roi"]
+    assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (0, 0, 384, 96)
+    CameraInfo(**fields)  # every field fits its message type
+    assert "50000000" in roi_outside_image(info, 2, 2) and "2x2" in roi_outside_image(info, 2, 2)
+    info.roi.width = 2
+    assert roi_outside_image(info, 2, 2) is None

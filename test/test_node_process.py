@@ -49,6 +49,7 @@ SMALL = [
 ]
 OUTPUTS = {
     "depth": "32FC1",
+    "depth/color": "rgb8",
     "semantic": "mono8",
     "semantic/color": "rgb8",
     "motion": "mono8",
@@ -317,6 +318,8 @@ def test_startup_errors_exit_nonzero_with_a_clear_message(tmp_path):
         (["-p", f"model_file:={corrupt}"], "corrupt.onnx"),
         (["-p", "network_height:=100"], "network_height"),
         (["-p", "output_size:=full"], "output_size"),
+        (["--params-file", "/nope/params.yaml"], "/nope/params.yaml"),  # refused by rcl itself
+        (["-p", "depth_color.near:=90.0"], "depth_color.near"),
     ]
     # all at once: each start pays the torch import, so running them side by side saves most of the time
     processes = [
@@ -328,3 +331,38 @@ def test_startup_errors_exit_nonzero_with_a_clear_message(tmp_path):
         assert process.returncode != 0, (args, output)
         assert cause in output, (args, output)
         assert "Traceback" not in output, (args, output)
+
+
+def test_depth_color_is_the_documented_colour_map_of_depth(running_node):
+    from mtl_perception.colormap import colorize_depth
+
+    _, probe, log = running_node
+    stamp = 1_700_000_300_000_000_000
+    assert send_and_wait(probe, make_image(stamp, seed=7), topics=["depth", "depth/color"]), log.read_text()
+    depth = image_fields_to_array(probe.outputs["depth"][stamp])
+    color = image_fields_to_array(probe.outputs["depth/color"][stamp])
+    np.testing.assert_array_equal(color, colorize_depth(depth, near=1.0, far=80.0))  # params.yaml range
+
+
+def test_diagnostics_level_returns_to_ok_after_rejected_frames(running_node):
+    """WARN follows the recent window: after a rejected frame and good ones, the level is OK again."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    _, probe, log = running_node
+    base = 1_700_000_400_000_000_000
+    probe.image_reliable.publish(make_image(base, encoding="yuv422"))
+    time.sleep(0.6)
+    count = len(probe.diagnostics)
+    for i in range(1, 4):
+        good = make_image(base + i * 10**8, seed=i)
+        assert send_and_wait(probe, good, probe.image_reliable, topics=["depth"])
+
+    def ok_after(count=count) -> bool:
+        return any(
+            status.level == DiagnosticStatus.OK and "mtl_perception" in status.name
+            for array in probe.diagnostics[count:]
+            for status in array.status
+        )
+
+    assert probe.wait(ok_after, timeout=10), [s.message for a in probe.diagnostics[-4:] for s in a.status]
+    assert int(probe.diagnostic_values()["frames_rejected"]) >= 1  # the total still counts it

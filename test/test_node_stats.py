@@ -3,9 +3,10 @@
 import math
 import threading
 
+import numpy as np
 import pytest
 
-from mtl_perception.ros.node_stats import STAGES, PeriodicSummary, StatsWindow
+from mtl_perception.ros.node_stats import STAGES, PeriodicSummary, StampGaps, StatsWindow
 
 
 def test_snapshot_reports_the_period_and_starts_the_next():
@@ -78,3 +79,40 @@ def test_summary_line_every_period_with_rates_since_the_last_line():
     later = {**values, "frames_received": 150, "frames_processed": 90}
     assert summary.line(later, now=20.0).startswith("in 10.0 Hz, out 5.0 Hz")
     assert PeriodicSummary(period=0.0, start=0.0).line(values, now=1e9) is None
+
+
+def test_stamp_gaps_count_missing_frames_against_the_measured_period():
+    gaps = StampGaps(min_samples=8)
+    stamps = [i * 0.1 for i in range(10)] + [1.3, 1.4, 1.5]  # 1.0, 1.1, 1.2 never arrived
+    lost = [gaps.add(s) for s in stamps]
+    assert sum(lost) == 3 and lost[10] == 3
+    assert gaps.period == pytest.approx(0.1)
+    assert gaps.add(1.5) == 0 and gaps.add(0.2) == 0  # a repeated or earlier stamp: a looping bag
+    assert gaps.add(60.0) == 0  # a pause, not loss
+    early = StampGaps(min_samples=8)
+    assert [early.add(s) for s in (0.0, 0.1, 0.5)] == [0, 0, 0]  # period not known yet
+
+
+def test_stamp_gaps_keep_the_period_while_most_frames_are_lost():
+    """70 % loss: the differences are mostly multiples of the period; the low percentile stays at it."""
+    rng = np.random.default_rng(0)
+    sent = np.arange(400) * 0.25
+    kept = sent[rng.random(400) > 0.7]
+    gaps = StampGaps()
+    lost = sum(gaps.add(float(s)) for s in kept)
+    assert gaps.period == pytest.approx(0.25)
+    expected = int(round((kept[-1] - kept[0]) / 0.25)) + 1 - len(kept)
+    assert lost >= 0.9 * expected  # only the frames lost before the period was known are missed
+
+
+def test_snapshot_reports_recent_loss_and_rejections_per_period():
+    stats = StatsWindow(start=0.0)
+    for i in list(range(10)) + [13]:
+        stats.count_received(replaced_unprocessed=False, stamp=i * 0.1)
+    stats.count_rejected("bad")
+    values, _ = stats.snapshot(now=1.0)
+    assert values["frames_lost"] == 3 and values["input_loss_recent"] == pytest.approx(3 / 14)  # 10-12
+    assert values["frames_rejected_recent"] == 1 and values["input_period_ms"] == pytest.approx(100.0)
+    values, _ = stats.snapshot(now=2.0)
+    assert values["frames_rejected_recent"] == 0 and values["input_loss_recent"] == 0.0
+    assert values["frames_rejected"] == 1 and values["last_error"] == "bad"  # totals are kept

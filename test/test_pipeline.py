@@ -233,3 +233,26 @@ def test_warmup_leaves_no_state_behind():
     assert not pipe.history
     result = pipe.process(textured_frames(1)[0], 5.0)
     assert result.reset and result.reset_reason == "first frame"
+
+
+def test_resize_for_network_is_antialiased_bilinear_like_pillow_in_whole_grey_levels():
+    """The uint8 CPU resize against Pillow's antialiased bilinear (the filter torch's antialias ports)."""
+    from PIL import Image as PILImage
+
+    from mtl_perception.pipeline import resize_for_network, upload_rgb
+
+    rgb = np.random.default_rng(3).integers(0, 256, (256, 512, 3), dtype=np.uint8)
+    rgb = cv2.GaussianBlur(rgb, (5, 5), 1.5)  # camera-like content, not per-pixel noise
+    out = resize_for_network(upload_rgb(rgb, torch.device("cpu")), (96, 192))
+    assert out.dtype == torch.float32 and out.shape == (1, 3, 96, 192)
+    ours = out[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(ours, np.round(ours))  # whole grey levels
+    pillow = np.asarray(PILImage.fromarray(rgb).resize((192, 96), PILImage.BILINEAR), dtype=np.float32)
+    assert np.abs(ours - pillow).max() <= 1.0
+    # a float frame holding the same grey levels gives the same pixels (the training path passes floats)
+    as_float = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    assert torch.equal(resize_for_network(as_float, (96, 192)), out)
+    # the float-kernel result (what a CUDA device computes) is at most one grey level away
+    float_kernel = torch.nn.functional.interpolate(as_float, size=(96, 192), mode="bilinear", antialias=True)
+    float_kernel = float_kernel.round()
+    assert (float_kernel - out).abs().max() <= 1.0

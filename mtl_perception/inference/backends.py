@@ -90,11 +90,27 @@ def exported_onnx(
         name = f"{model_path.stem}-{digest}-{h}x{w}.onnx"
     out = cache_dir / "onnx" / name
     if out.is_file():
-        LOG.info("using cached ONNX export %s", out)
-        return out
+        problem = _cached_onnx_problem(out)
+        if problem is None:
+            LOG.info("using cached ONNX export %s", out)
+            return out
+        # a half-copied or damaged cache file must not send every later start to the torch fallback
+        LOG.warning("cached ONNX export %s is unusable (%s); exporting it again", out, problem)
     model, origin = model_from_source(model_path, preset, seed)
     LOG.info("exporting %s to %s", origin, out)
     return export_onnx(model, out, h, w, source=origin, force=True)
+
+
+def _cached_onnx_problem(path: Path) -> str | None:
+    """Why a cached export cannot be used (unreadable, no metadata, an invalid graph), or None."""
+    import onnx
+
+    try:
+        read_onnx_metadata(path)
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # any failure means: rebuild it
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def create_backend(

@@ -212,7 +212,8 @@ def scaled_camera_info_fields(
 
     Same arithmetic as image_proc's ``resize`` node (K and P focal lengths, principal point and Tx
     scaled per axis; ROI scaled), so depth_image_proc sees the geometry it expects. ``header`` is left
-    to the caller (it must be the image's header).
+    to the caller (it must be the image's header). A ROI reaching outside the image is clamped to the
+    output image (a uint32 field would otherwise wrap); :func:`roi_outside_image` tells the caller to warn.
     """
     sx, sy = out_width / image_width, out_height / image_height
     k = list(info.k)
@@ -220,12 +221,13 @@ def scaled_camera_info_fields(
     p = list(info.p)
     p[0], p[2], p[3], p[5], p[6] = p[0] * sx, p[2] * sx, p[3] * sx, p[5] * sy, p[6] * sy
     roi = info.roi
-    roi_type = type(roi)
-    scaled_roi = roi_type(
-        x_offset=int(roi.x_offset * sx),
-        y_offset=int(roi.y_offset * sy),
-        width=int(roi.width * sx),
-        height=int(roi.height * sy),
+    x_offset = _clamp(int(roi.x_offset * sx), out_width)
+    y_offset = _clamp(int(roi.y_offset * sy), out_height)
+    scaled_roi = type(roi)(
+        x_offset=x_offset,
+        y_offset=y_offset,
+        width=_clamp(int(roi.width * sx), out_width - x_offset),
+        height=_clamp(int(roi.height * sy), out_height - y_offset),
         do_rectify=roi.do_rectify,
     )
     return {
@@ -240,3 +242,19 @@ def scaled_camera_info_fields(
         "binning_y": info.binning_y,
         "roi": scaled_roi,
     }
+
+
+def _clamp(value: int, high: int) -> int:
+    return min(max(int(value), 0), max(int(high), 0))
+
+
+def roi_outside_image(info, image_width: int, image_height: int) -> str | None:
+    """Why the CameraInfo ROI does not fit an image of this size (None when it does)."""
+    roi = info.roi
+    if roi.x_offset + roi.width > image_width or roi.y_offset + roi.height > image_height:
+        return (
+            f"camera_info ROI (x_offset {roi.x_offset}, y_offset {roi.y_offset}, width {roi.width}, "
+            f"height {roi.height}) reaches outside the {image_width}x{image_height} image; "
+            "depth/camera_info carries it clamped to the output image"
+        )
+    return None

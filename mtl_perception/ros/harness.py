@@ -51,20 +51,27 @@ def stamp_ns(header) -> int:
     return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
 
 
-def node_command(node_args: Sequence[str], *, namespace: str | None = None) -> list[str]:
-    """The installed node with ``node_args`` after ``--ros-args``, remapped into ``namespace`` if given."""
+def node_command(
+    node_args: Sequence[str], *, namespace: str | None = None, executable: str = "mtl_perception_node"
+) -> list[str]:
+    """The installed node (or ``mtl_perception_lifecycle_node``) with ``node_args`` after ``--ros-args``,
+    remapped into ``namespace`` if given."""
     remap = ["-r", f"__ns:={namespace}"] if namespace else []
-    return [console_script("mtl_perception_node"), "--ros-args", *remap, *node_args]
+    return [console_script(executable), "--ros-args", *remap, *node_args]
 
 
 def start_node(
-    node_args: Sequence[str], *, namespace: str | None = None, log_path: str | Path | None = None
+    node_args: Sequence[str],
+    *,
+    namespace: str | None = None,
+    log_path: str | Path | None = None,
+    executable: str = "mtl_perception_node",
 ) -> subprocess.Popen:
     """Start the node as a process; its stdout and stderr go to ``log_path`` (or nowhere).
 
     Never to a pipe: nobody reads it while the node runs, and a full pipe would block a chatty node.
     """
-    command = node_command(node_args, namespace=namespace)
+    command = node_command(node_args, namespace=namespace, executable=executable)
     if log_path is None:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     with open(log_path, "w") as log:  # the child holds its own copy of the descriptor
@@ -93,9 +100,10 @@ def node_process(
     namespace: str | None = None,
     log_path: str | Path | None = None,
     stop_timeout: float = 20.0,
+    executable: str = "mtl_perception_node",
 ) -> Iterator[subprocess.Popen]:
     """:func:`start_node` for the block, :func:`stop_process` after it (also on an error)."""
-    process = start_node(node_args, namespace=namespace, log_path=log_path)
+    process = start_node(node_args, namespace=namespace, log_path=log_path, executable=executable)
     try:
         yield process
     finally:

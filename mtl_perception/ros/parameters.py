@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from mtl_perception.colormap import DEFAULT_FAR_M, DEFAULT_NEAR_M
 from mtl_perception.flow import CONFIDENCE_MODES, DEFAULT_CONFIDENCE_MODE
 from mtl_perception.inference import BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS
 from mtl_perception.pipeline import DEFAULT_FLOW_DT, OUTPUT_SIZES
@@ -87,6 +88,14 @@ PARAMETERS = {
         DEFAULT_CONFIDENCE_MODE,
         _text("Flow confidence fed to the network (must match the training flow).", CONFIDENCE_MODES),
     ),
+    "flow.implementation": (
+        "auto",
+        _text(
+            "Farnebäck implementation: torch (the port), cv2 (cv2.calcOpticalFlowFarneback, CPU, resize_mode "
+            "cpu) or auto (torch on CUDA; on the CPU the faster of the two, measured at the first frame).",
+            ("auto", "torch", "cv2"),
+        ),
+    ),
     "flow_dt": (
         DEFAULT_FLOW_DT,
         _float(
@@ -112,6 +121,20 @@ PARAMETERS = {
         [0],
         ParameterDescriptor(
             description="Custom palette: one 0xRRGGBB integer per class; [0] or empty = use 'palette'."
+        ),
+    ),
+    "depth_color.near": (
+        DEFAULT_NEAR_M,
+        _float(
+            "depth/color: distance (m) drawn in the nearest colour (red); nearer saturates.", 0.01, 1000.0
+        ),
+    ),
+    "depth_color.far": (
+        DEFAULT_FAR_M,
+        _float(
+            "depth/color: distance (m) drawn in the farthest colour (dark blue); farther saturates.",
+            0.02,
+            10000.0,
         ),
     ),
     "overlay_alpha": (0.5, _float("Opacity of the motion overlay colour.", 0.0, 1.0)),
