@@ -33,6 +33,8 @@ SMALL = [
     "-p",
     f"network_width:={NET_W}",
     "-p",
+    "model_file:=untrained",
+    "-p",
     "model_preset:=lite",
     "-p",
     "backend:=onnxruntime",

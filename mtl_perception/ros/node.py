@@ -25,7 +25,13 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
 from mtl_perception.pipeline import NonFiniteOutputError, colorize, overlay_mask
-from mtl_perception.pipeline_factory import ConfigError, PipelineConfig, build_pipeline, semantic_colors
+from mtl_perception.pipeline_factory import (
+    ConfigError,
+    PipelineConfig,
+    build_pipeline,
+    resolve_config_model,
+    semantic_colors,
+)
 from mtl_perception.ros.conversions import (
     ImageConversionError,
     fill_image,
@@ -53,7 +59,11 @@ class PerceptionNode(Node):
             self.declare_parameter(name, default, descriptor)
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.params = p
-        self.pipeline = build_pipeline(PipelineConfig.from_parameters(p), warn=self.get_logger().warning)
+        config = PipelineConfig.from_parameters(p)
+        self.model = resolve_config_model(config)  # "" = shipped, "untrained" = seeded preset, else the file
+        self.pipeline = build_pipeline(config, warn=self.get_logger().warning)
+        if not self.model.trained:
+            self.get_logger().warning(f"model: {self.model.label}")
         self.palette = semantic_colors(p["palette"], p["palette_rgb"], self.pipeline.backend)
         if p["warmup"]:
             start = time.perf_counter()
@@ -63,7 +73,7 @@ class PerceptionNode(Node):
         self.description = (
             f"backend={backend.name} device={self.pipeline.device} "
             f"network={self.pipeline.network_size[0]}x{self.pipeline.network_size[1]} "
-            f"output_size={p['output_size']} model={p['model_file'] or 'untrained ' + p['model_preset']}"
+            f"output_size={p['output_size']} model={self.model.label}"
         )
 
         qos_options = QoSOverridingOptions.with_default_policies()
@@ -226,6 +236,7 @@ class PerceptionNode(Node):
             "device": str(self.pipeline.device),
             "network_size": f"{self.pipeline.network_size[0]}x{self.pipeline.network_size[1]}",
             "output_size": self.params["output_size"],
+            "model": self.model.label,
         }
         if values["frames_received"] == 0:
             level, message = DiagnosticStatus.WARN, "waiting for images"
