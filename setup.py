@@ -20,8 +20,12 @@ setup(
         (os.path.join("share", package_name, "launch"), glob("launch/*launch.[pxy][yma]*")),
         (os.path.join("share", package_name, "config"), glob("config/*.yaml") + glob("config/*.xml")),
     ],
+    # The shipped trained model (mtl_perception.model.shipped) is package data: installed with the package,
+    # editable or not, and opened by path (torch.load, ONNX Runtime), hence never a zipped install.
+    package_data={"mtl_perception.model": ["weights/*.pt", "weights/*.onnx", "weights/*.json"]},
+    include_package_data=True,
     install_requires=["setuptools"],
-    zip_safe=True,
+    zip_safe=False,
     maintainer="mtl_perception maintainers",
     maintainer_email="mtl-perception@example.com",
     description="Real-time multi-task depth, semantic and motion perception for ROS 2",
