@@ -23,19 +23,30 @@ def within(value: float, bound: tuple[str, float]) -> bool:
 
 
 def held_out_split(
-    root: Path, *, split: str, seed: int, sequences: int, frames: int, flow_size: tuple[int, int]
+    root: Path,
+    *,
+    split: str,
+    seed: int,
+    sequences: int,
+    frames: int,
+    flow_size: tuple[int, int] | None,
+    size: tuple[int, int] = (HEIGHT, WIDTH),
 ) -> Path:
-    """Generate ``split`` under ``root`` and its flow at ``flow_size``; returns ``root``."""
+    """Generate ``split`` under ``root`` at ``size`` and its flow at ``flow_size`` (None: no flow, e.g. for a
+    bag, where the node computes it); returns ``root``."""
     subprocess.run(
         [
             console_script("make_synthetic_cityscapes"),
-            *("--out", str(root), "--split", split, "--sequences", str(sequences), "--frames", str(frames)),
-            *("--height", str(HEIGHT), "--width", str(WIDTH), "--seed", str(seed), "--city", f"held{seed}"),
+            *("--out", str(root), "--split", split),
+            *("--sequences", str(sequences), "--frames", str(frames)),
+            *("--height", str(size[0]), "--width", str(size[1]), "--seed", str(seed), "--city", f"held{seed}"),
             *("--annotate", "all"),
         ],
         check=True,
         capture_output=True,
     )
+    if flow_size is None:
+        return root
     subprocess.run(
         [
             console_script("make_flow_dataset"),
@@ -52,3 +63,14 @@ def training_size(checkpoint: Path) -> tuple[int, int]:
     size = trained_input_size(read_checkpoint(checkpoint)["extra"])
     assert size is not None, f"{checkpoint} records no img_resize"
     return size
+
+
+def load_benchmark(name: str):
+    """A benchmarks/ script as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
