@@ -8,8 +8,9 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 setup:
 	bash scripts/setup_env.sh
 
+# The shipped model on a held-out drive; also refreshes the README's picture docs/images/demo_mosaic.png.
 demo: setup
-	$(PY) -m mtl_perception.demo --out demo_output
+	$(PY) -m mtl_perception.demo --out demo_output --readme-image docs/images/demo_mosaic.png
 
 test: setup
 	$(PY) -m pytest

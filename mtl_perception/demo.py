@@ -171,7 +171,12 @@ def shown_frames(sequence: DemoSequence, count: int = 3) -> list[int]:
 
 
 def write_pictures(
-    out: Path, sequence: DemoSequence, results: list[PipelineResult], *, gif: bool
+    out: Path,
+    sequence: DemoSequence,
+    results: list[PipelineResult],
+    *,
+    gif: bool,
+    readme_image: Path | None = None,
 ) -> list[str]:
     """mosaic.png (prediction above ground truth for a few frames) and drive.gif; returns the names."""
     t0 = sequence.stamps[0]
@@ -181,7 +186,10 @@ def write_pictures(
         )
         for i in shown_frames(sequence)
     ]
-    demo_figures.write_png(out / "mosaic.png", demo_figures.mosaic(blocks))
+    picture = demo_figures.mosaic(blocks)
+    demo_figures.write_png(out / "mosaic.png", picture)
+    if readme_image is not None:  # `make demo` refreshes the README's picture (docs/images/demo_mosaic.png)
+        demo_figures.write_png(readme_image, picture)
     if not gif:
         return ["mosaic.png"]
     strips = [demo_figures.prediction_strip(f, r) for f, r in zip(sequence.frames, results, strict=True)]
@@ -268,13 +276,16 @@ def run(args) -> dict:
     model = pipeline_factory.resolve_config_model(
         pipeline_factory.PipelineConfig(model_file=args.model or "", model_preset=args.preset)
     )  # before any rendering: a missing shipped model fails at once
+    readme_image = Path(args.readme_image) if args.readme_image else None
+    if readme_image is not None and not model.trained:
+        raise ValueError("--readme-image shows the shipped model: not written for an UNTRAINED model")
     out = Path(args.out)
     prepare_out(out)
     sequence = render_sequence(frames=args.frames, height=args.height, width=args.width, seed=args.seed)
     pipeline = build_pipeline(args, model)
     results, wall_s = stream(pipeline, sequence)
 
-    written = write_pictures(out, sequence, results, gif=not args.no_gif)
+    written = write_pictures(out, sequence, results, gif=not args.no_gif, readme_image=readme_image)
     report = latency_report(pipeline, sequence, results, wall_s=wall_s, model=model)
     metrics = {
         "seed": args.seed,
@@ -316,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flow-params", default="", help="JSON FarnebackParams, e.g. '{\"levels\": 3}'")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help="drive seed (default: held out from training)")
     p.add_argument("--no-gif", action="store_true", help="skip drive.gif")
+    p.add_argument(
+        "--readme-image", help="also write the mosaic here (make demo: docs/images/demo_mosaic.png)"
+    )
     args = p.parse_args(argv)
     if args.frames < 3:
         p.error("--frames must be >= 3 (ground truth starts at the first frame with a flow partner, frame 2)")
