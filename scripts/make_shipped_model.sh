@@ -8,7 +8,9 @@
 #   scripts/make_shipped_model.sh --package-only RUN_DIR TRAINING_SECONDS
 #       # a run already trained with this recipe (same EPOCHS/MILESTONES): held-out evaluation + packaging only
 #
-# Variables: EPOCHS, MILESTONES, WORK (data and run folder), PY (interpreter; default .venv/bin/python).
+# Variables: EPOCHS, MILESTONES, WORK (data and run folder), PY (interpreter; default .venv/bin/python),
+# SHIPPED_DIR (where the three files go; default the package's mtl_perception/model/weights), COMMIT (the
+# git commit the run trained at; default this checkout's HEAD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,4 +76,5 @@ fi
 
 "$PY" training/package_model.py --run "$RUN" --training-seconds "$TRAINING_SECONDS" \
     --held-out "$WORK/held_out.json" --recipe "$recipe" \
-    --data-seeds train=1000 val=2000 test=$HELD_OUT_SEED
+    --data-seeds train=1000 val=2000 test=$HELD_OUT_SEED \
+    ${SHIPPED_DIR:+--out-dir "$SHIPPED_DIR"} ${COMMIT:+--commit "$COMMIT"}
