@@ -14,16 +14,22 @@ setup(
     # package that would collide with other software); what they import lives in mtl_perception.learning.
     packages=find_packages(include=["mtl_perception", "mtl_perception.*"]) + ["mtl_perception_training"],
     package_dir={"mtl_perception_training": "training"},
-    # the node's own Fast DDS profiles (mtl_perception/ros/transport.py finds them next to the module)
-    package_data={"mtl_perception.ros": ["fastdds/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         (os.path.join("share", package_name, "launch"), glob("launch/*launch.[pxy][yma]*")),
         (os.path.join("share", package_name, "config"), glob("config/*.yaml") + glob("config/*.xml")),
     ],
+    # Package data, opened by path (never a zipped install): the node's own Fast DDS profiles
+    # (mtl_perception/ros/transport.py finds them next to the module) and the shipped trained model
+    # (mtl_perception.model.shipped), installed with the package, editable or not.
+    package_data={
+        "mtl_perception.ros": ["fastdds/*.xml"],
+        "mtl_perception.model": ["weights/*.pt", "weights/*.onnx", "weights/*.json"],
+    },
+    include_package_data=True,
     install_requires=["setuptools"],
-    zip_safe=False,  # the Fast DDS profiles are read from the package directory
+    zip_safe=False,  # the Fast DDS profiles and the shipped weights are read from the package directory
     maintainer="mtl_perception maintainers",
     maintainer_email="mtl-perception@example.com",
     description="Real-time multi-task depth, semantic and motion perception for ROS 2",

@@ -217,6 +217,8 @@ def node_arguments(config: NodeConfig, *, device: str, extra: tuple[str, ...] = 
         "--params-file",
         str(REPO / "config" / "params.yaml"),
         "-p",
+        "model_file:=untrained",
+        "-p",
         f"model_preset:={config.preset}",
         "-p",
         f"network_height:={config.height}",

@@ -255,7 +255,7 @@ def time_pipeline(plan: Plan) -> dict:
     h, w = plan.network_size
     precision = "fp16" if plan.device.type == "cuda" else "fp32"
     config = PipelineConfig(
-        model_preset=plan.preset, device=str(plan.device), precision=precision,
+        model_file="untrained", model_preset=plan.preset, device=str(plan.device), precision=precision,
         network_height=h, network_width=w,
     )  # fmt: skip
     pipe = build_pipeline(config)

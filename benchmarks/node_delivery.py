@@ -32,6 +32,7 @@ NODE_STARTS = {
 }
 NODE_ARGS = [
     "--params-file", str(REPO / "config" / "params.yaml"),
+    "-p", "model_file:=untrained",
     "-p", "model_preset:=lite", "-p", "network_height:=192", "-p", "network_width:=384",
     "-p", "device:=cpu", "-p", "diagnostics_period:=0.5", "-p", "summary_period:=0.0",
 ]  # fmt: skip

@@ -4,12 +4,17 @@ The node (from its ROS parameters), the demo, and through the node the replay to
 build their pipeline here, so each value is checked once and every impossible one raises
 :class:`ConfigError` naming the parameter and the value.
 
+``model_file`` is resolved by :func:`mtl_perception.model.shipped.resolve_model`: empty = the shipped trained
+checkpoint (a clear ConfigError naming ``make shipped-model`` when the package carries none), ``untrained``
+= the seeded random ``model_preset`` (labelled UNTRAINED), else the file.
+
 The loaded model is the single source of its input size, tasks, classes and architecture: an exported
 model (.onnx metadata, .engine key file) runs at the size it was made for, a checkpoint carries its
-architecture. ``network_height`` / ``network_width`` only shape a model without a fixed size (a checkpoint,
-which runs at any multiple of 16, or the untrained fallback of ``model_preset``); 0 = unset
-(``DEFAULT_INPUT_SIZE`` for those). A fixed-size model that disagrees with a set size gets one warning
-and runs at its own size.
+architecture and, when it records one (``img_resize``: the shipped model, ``train.py``'s ``best.pt``), the
+size it was trained at. ``network_height`` / ``network_width`` only shape a model without a fixed size (a
+checkpoint, which runs at any multiple of 16, or the untrained ``model_preset``); 0 = unset (the
+checkpoint's training size, else ``DEFAULT_INPUT_SIZE``). A fixed-size model that disagrees with a set
+size gets one warning and runs at its own size.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +37,9 @@ from mtl_perception.inference import (
     fixed_input_size,
     resolve_device,
 )
+from mtl_perception.inference.backends import CHECKPOINT_SUFFIXES
+from mtl_perception.model.checkpoint import read_checkpoint, trained_input_size
+from mtl_perception.model.shipped import ResolvedModel, ShippedModelMissing, resolve_model
 from mtl_perception.pipeline import DEFAULT_FLOW_DT, PerceptionPipeline, check_options
 
 LOG = logging.getLogger("mtl_perception.pipeline_factory")
@@ -54,7 +63,7 @@ class ConfigError(ValueError):
 class PipelineConfig:
     """Everything that shapes a pipeline; field names are the node's parameter names."""
 
-    model_file: str = ""  # checkpoint / .onnx / .engine; "" = seeded untrained model of model_preset
+    model_file: str = ""  # checkpoint / .onnx / .engine; "" = the shipped model; "untrained" = seeded preset
     model_preset: str = "ti"
     seed: int = 0
     backend: str = "auto"
@@ -109,20 +118,38 @@ def _requested_size(config: PipelineConfig) -> tuple[int, int] | None:
     return (height, width) if height else None
 
 
+def resolve_config_model(config: PipelineConfig) -> ResolvedModel:
+    """The model ``config.model_file`` names (module doc); ConfigError when the shipped one is absent."""
+    try:
+        return resolve_model(config.model_file, preset=config.model_preset, seed=config.seed)
+    except ShippedModelMissing as error:
+        raise ConfigError("model_file", f"parameter model_file is empty: {error}") from error
+
+
+def _checkpoint_size(model_file: str | None) -> tuple[int, int] | None:
+    """The training size a checkpoint records (None for other files, or a checkpoint without one)."""
+    if model_file is None or Path(model_file).suffix.lower() not in CHECKPOINT_SUFFIXES:
+        return None
+    return trained_input_size(read_checkpoint(model_file)["extra"])
+
+
 def network_size_for(
     config: PipelineConfig, warn: Callable[[str], None] = LOG.warning
 ) -> tuple[int, int] | None:
-    """The size to ask the backend for: None for a fixed-size model (it brings its own), else the set size."""
+    """The size to ask the backend for: None for a fixed-size model (it brings its own), else the set size
+    (unset: a checkpoint's recorded training size, else DEFAULT_INPUT_SIZE)."""
     requested = _requested_size(config)
-    model_file = config.model_file or None
+    resolved = resolve_config_model(config)
+    model_file = str(resolved.path) if resolved.path is not None else None
     try:
         fixed = fixed_input_size(model_file)
+        trained = _checkpoint_size(model_file) if fixed is None and requested is None else None
     except FileNotFoundError as error:
         raise ConfigError("model_file", f"model_file {model_file!r} not found: {error}") from error
     except (ValueError, OSError) as error:
         raise ConfigError("model_file", f"cannot load model {model_file!r}: {error}") from error
     if fixed is None:
-        return requested or DEFAULT_INPUT_SIZE
+        return requested or trained or DEFAULT_INPUT_SIZE
     if requested is not None and requested != fixed:
         warn(
             f"model_file {model_file} was made for {fixed[0]}x{fixed[1]}; it runs at that size and "
@@ -156,7 +183,8 @@ def build_pipeline(config: PipelineConfig, warn: Callable[[str], None] = LOG.war
     except ValueError as error:
         raise ConfigError("device", f"parameter device={config.device!r}: {error}") from error
     size = network_size_for(config, warn)
-    model_file = config.model_file or None
+    resolved = resolve_config_model(config)
+    model_file = str(resolved.path) if resolved.path is not None else None
     try:
         backend = create_backend(
             model_file,

@@ -11,8 +11,8 @@ from data_fixtures import FLOW_SIZE, HEIGHT, SPLIT, WIDTH, synthetic_root_with_f
 from mtl_perception.inference.export import export_onnx
 from mtl_perception.learning.dataset import CityscapesMultiTask
 from mtl_perception.learning.evaluation import EvalResize, evaluate
-from mtl_perception.model import build_model, save_checkpoint
-from mtl_perception_training.evaluate import NO_SHIPPED_MODEL, main
+from mtl_perception.model import build_model, save_checkpoint, shipped
+from mtl_perception_training.evaluate import main
 
 OUTPUT = ["--output_size", str(HEIGHT), str(WIDTH)]
 SIZE = [str(FLOW_SIZE[0]), str(FLOW_SIZE[1])]
@@ -70,10 +70,20 @@ def test_backend_path_equals_module_path(model_files, tmp_path):
         assert cli[key] == expected, key
 
 
-def test_no_checkpoint_is_a_clear_error(capsys):
+def test_no_checkpoint_scores_the_shipped_model_or_names_how_to_make_it(
+    model_files, tmp_path, monkeypatch, capsys
+):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setattr(shipped, "shipped_folder", lambda: weights)
     assert main(["--data_path", str(synthetic_root_with_flow()), "--split", SPLIT]) == 2
-    assert NO_SHIPPED_MODEL in capsys.readouterr().err
-    assert "next issue" in NO_SHIPPED_MODEL
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "make shipped-model" in err and "untrained" in err
+    _, ckpt, _ = model_files
+    (weights / shipped.SHIPPED_CHECKPOINT).write_bytes(ckpt.read_bytes())
+    result = _run(tmp_path, "shipped")
+    assert result["setup"]["model"] == str(weights / shipped.SHIPPED_CHECKPOINT)
+    assert result == {**_run(tmp_path, "same", "--checkpoint", str(ckpt)), "setup": result["setup"]}
 
 
 def test_untrained_model_on_request(tmp_path):

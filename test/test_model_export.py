@@ -163,3 +163,22 @@ def test_cli_exports_checkpoint(tmp_path):
         text=True,
     )
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_without_a_source_export_model_exports_the_shipped_model_at_its_training_size(
+    tmp_path, monkeypatch, capsys
+):
+    from mtl_perception.model import shipped
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setattr(shipped, "shipped_folder", lambda: weights)
+    out = tmp_path / "m.onnx"
+    assert main(["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "make shipped-model" in err and not out.exists()
+    torch.manual_seed(0)
+    save_checkpoint(weights / shipped.SHIPPED_CHECKPOINT, build_model(preset="lite"), img_resize=[64, 96])
+    assert main(["--out", str(out)]) == 0
+    config, spec = read_onnx_metadata(out)
+    assert spec["input_size"] == [64, 96] and config.preset == "lite"

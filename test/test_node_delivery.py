@@ -27,6 +27,7 @@ pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]
 # a small network: this test is about delivery, not the model (frames still go through the pipeline)
 SMALL = [
+    "-p", "model_file:=untrained",
     "-p", "model_preset:=lite", "-p", "network_height:=96", "-p", "network_width:=192",
     "-p", "flow.levels:=2", "-p", "flow.iterations:=2", "-p", "diagnostics_period:=0.5",
 ]  # fmt: skip

@@ -40,6 +40,7 @@ def small_params_file(tmp_path_factory) -> Path:
     ros_params.update(
         network_height=96,
         network_width=192,
+        model_file="untrained",
         model_preset="lite",
         backend="onnxruntime",
         device="cpu",

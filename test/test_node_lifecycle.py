@@ -26,6 +26,7 @@ pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]
 ARGS = [
     "--params-file", str(REPO / "config" / "params.yaml"),
+    "-p", "model_file:=untrained",
     "-p", "model_preset:=lite", "-p", "network_height:=96", "-p", "network_width:=192",
     "-p", "flow.levels:=2", "-p", "flow.iterations:=2",
 ]  # fmt: skip

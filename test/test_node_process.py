@@ -33,6 +33,8 @@ SMALL = [
     "-p",
     f"network_width:={NET_W}",
     "-p",
+    "model_file:=untrained",
+    "-p",
     "model_preset:=lite",
     "-p",
     "backend:=onnxruntime",
@@ -286,6 +288,7 @@ def test_diagnostics_report_counters_rates_and_stages(running_node):
     ]:
         assert key in values, key
     assert values["backend"].startswith("onnxruntime") and values["device"] == "cpu"
+    assert values["model"].startswith("UNTRAINED seeded 'lite' model")  # model_file:=untrained, labelled
     assert int(values["frames_received"]) >= int(values["frames_processed"]) + int(values["frames_rejected"])
     assert status.hardware_id
 

@@ -75,6 +75,8 @@ def test_replay_every_processed_frame_has_every_output(bag, tmp_path):
         "-p",
         f"network_width:={W}",
         "-p",
+        "model_file:=untrained",
+        "-p",
         "model_preset:=lite",
         "-p",
         "backend:=onnxruntime",

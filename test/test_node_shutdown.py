@@ -21,7 +21,10 @@ pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = ["--params-file", str(REPO / "config" / "params.yaml")]
-SMALL = ["-p", "model_preset:=lite", "-p", "network_height:=96", "-p", "network_width:=192"]
+SMALL = [
+    "-p", "model_file:=untrained",
+    "-p", "model_preset:=lite", "-p", "network_height:=96", "-p", "network_width:=192",
+]  # fmt: skip
 #: what a normal exit must never print
 ALARMING = ("unexpected error", "Failed to publish", "context is invalid", "rosout", "Traceback", "[ERROR]")
 

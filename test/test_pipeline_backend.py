@@ -53,14 +53,18 @@ def test_pipeline_outputs_equal_a_direct_backend_call(ort_backend):
 
 
 def test_demo_writes_mosaic_tables_and_metrics(tmp_path):
+    from PIL import Image
+
     from mtl_perception import demo
 
     out = tmp_path / "demo"
     args = [
         "--out",
         str(out),
+        "--model",
+        "untrained",
         "--frames",
-        "3",
+        "5",
         "--height",
         "64",
         "--width",
@@ -81,17 +85,36 @@ def test_demo_writes_mosaic_tables_and_metrics(tmp_path):
     assert demo.main(args) == 0
     import cv2
 
+    # frames 2, 3, 4 carry ground truth (each has its flow partner 2 frames earlier): three blocks of
+    # prediction row over ground-truth row, each 4 tiles wide, then the depth scale bar and the legend
     mosaic = cv2.imread(str(out / "mosaic.png"))
-    assert mosaic.shape[1] == 5 * 128 and mosaic.shape[0] % 64 == 0
+    assert mosaic.shape[:2] == (3 * (2 * 64 + 6) + 44 + 30, 4 * 128)
+    with Image.open(out / "drive.gif") as gif:
+        assert gif.n_frames == 5 and gif.size == (4 * 64, 32)
     report = json.loads((out / "latency.json").read_text())
     assert report["trained"] is False and "UNTRAINED" in report["model"]
     assert {"preprocess", "flow", "network", "postprocess", "total"} <= set(report["stages_ms"])
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames_scored"] == 3 and metrics["seed"] == demo.DEMO_SEED
     assert 0 <= metrics["semantic_miou"] <= 1 and 0 <= metrics["motion_miou"] <= 1
+    assert set(metrics["semantic_iou_per_class"]) == {"road", "sky", "pedestrian", "vehicle", "background"}
     assert "| network |" in (out / "latency.md").read_text()
+    table = (out / "metrics.md").read_text()
+    assert "| semantic: road |" in table and "UNTRAINED" in table
     assert demo.main(args) == 0  # a re-run may replace the demo's own files
     foreign = tmp_path / "user_folder"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("precious")
     assert demo.main(["--out", str(foreign), *args[2:]]) == 2
     assert (foreign / "keep.txt").read_text() == "precious" and not (foreign / "mosaic.png").exists()
+
+
+def test_demo_without_a_model_needs_the_shipped_one(tmp_path, monkeypatch, capsys):
+    """No --model: the shipped model, never a silent untrained one; without it one error, nothing written."""
+    from mtl_perception import demo
+    from mtl_perception.model import shipped
+
+    monkeypatch.setattr(shipped, "shipped_folder", lambda: tmp_path / "weights")
+    out = tmp_path / "demo"
+    assert demo.main(["--out", str(out), "--frames", "3"]) == 2
+    assert "make shipped-model" in capsys.readouterr().err and not out.exists()

@@ -12,12 +12,13 @@ import torch
 from mtl_perception.flow import COMMON, OPTFLOW_FARNEBACK_GAUSSIAN
 from mtl_perception.inference import DEFAULT_INPUT_SIZE, fixed_input_size, resolve_device
 from mtl_perception.inference.export import export_onnx
-from mtl_perception.model import build_model, save_checkpoint
+from mtl_perception.model import build_model, save_checkpoint, shipped
 from mtl_perception.pipeline_factory import (
     ConfigError,
     PipelineConfig,
     build_pipeline,
     network_size_for,
+    resolve_config_model,
     semantic_colors,
 )
 
@@ -75,8 +76,34 @@ def test_checkpoint_and_untrained_model_take_the_set_size_or_the_default(models)
     pipe = build_pipeline(chosen, warn=warnings.append)
     assert pipe.network_size == (96, 160) and warnings == []
     assert pipe.process(frame(), 1.0).depth.shape == (96, 160)
-    default = PipelineConfig(model_preset="lite", backend="torch", device="cpu")
+    default = PipelineConfig(model_file="untrained", model_preset="lite", backend="torch", device="cpu")
     assert build_pipeline(default).network_size == DEFAULT_INPUT_SIZE == (384, 768)
+
+
+def test_a_checkpoint_that_records_its_training_size_runs_at_it(tmp_path):
+    torch.manual_seed(0)
+    trained_at = save_checkpoint(tmp_path / "best.pt", build_model(preset="lite"), img_resize=[64, 128])
+    config = PipelineConfig(model_file=str(trained_at), backend="torch", device="cpu")
+    assert build_pipeline(config).network_size == (64, 128)
+    chosen = PipelineConfig(
+        model_file=str(trained_at), backend="torch", device="cpu", network_height=96, network_width=160
+    )
+    assert build_pipeline(chosen).network_size == (96, 160)  # a set size still wins for a checkpoint
+
+
+def test_empty_model_file_means_the_shipped_model_never_the_untrained_one(monkeypatch, tmp_path):
+    """Without the shipped file: one error naming `make shipped-model`, no silent untrained fallback."""
+    monkeypatch.setattr(shipped, "shipped_folder", lambda: tmp_path)
+    with pytest.raises(ConfigError, match="make shipped-model") as caught:
+        build_pipeline(PipelineConfig(backend="torch", device="cpu"))
+    assert caught.value.name == "model_file" and "untrained" in str(caught.value)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / shipped.SHIPPED_CHECKPOINT, build_model(preset="lite"), img_resize=[64, 128])
+    assert resolve_config_model(PipelineConfig()).shipped
+    pipe = build_pipeline(PipelineConfig(backend="torch", device="cpu"))
+    assert pipe.network_size == (64, 128)
+    untrained = resolve_config_model(PipelineConfig(model_file="untrained", model_preset="lite", seed=3))
+    assert untrained.path is None and not untrained.trained and "UNTRAINED" in untrained.label
 
 
 def test_engine_size_comes_from_its_key_file_without_tensorrt(models, tmp_path):
@@ -113,7 +140,9 @@ def test_engine_size_comes_from_its_key_file_without_tensorrt(models, tmp_path):
 )
 def test_impossible_values_raise_one_error_naming_them(change, name, text):
     with pytest.raises(ConfigError, match=text) as caught:
-        build_pipeline(PipelineConfig(**{"backend": "torch", "device": "cpu", **change}))
+        build_pipeline(
+            PipelineConfig(**{"model_file": "untrained", "backend": "torch", "device": "cpu", **change})
+        )
     assert caught.value.name == name
 
 

@@ -152,6 +152,7 @@ def test_outputs_and_resume_continue_bit_exactly(tmp_path, torch_one_thread):
     best_epoch = max(records, key=lambda r: r["val/motion_miou"])["epoch"]
     model, extra = load_checkpoint(straight / "best.pt")
     assert extra["epoch"] == best_epoch and extra["metric"] == "val/motion_miou"
+    assert extra["img_resize"] == [64, 128]  # tiny_args' --img_resize: the size the node runs it at
     assert model.config.preset == "lite" and model.tasks == ("depth", "semantic", "motion")
     assert a["best"] == {"metric": "val/motion_miou", "value": extra["value"], "epoch": best_epoch}
     from mtl_perception.inference.export import main as export_main

@@ -3,6 +3,8 @@
     python training/evaluate.py --checkpoint best.pt --data_path ROOT --split val --output_size 1024 2048 \
         --json metrics.json
 
+Without ``--checkpoint`` (and without ``--model untrained``) it scores the model the package ships
+(``mtl_perception.model.shipped``; an error naming ``make shipped-model`` when the package carries none).
 ``--checkpoint`` takes a ``.pt`` checkpoint (run by the PyTorch backend) or an exported ``.onnx`` file (run
 by ONNX Runtime): both go through ``mtl_perception.inference`` backends, the path the node uses, so an
 export is scored exactly as it will run. The network sees ``--img_resize`` (an ONNX file's own input size),
@@ -28,11 +30,6 @@ from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER, Cityscape
 from mtl_perception.learning.evaluation import EvalResize, evaluate
 from mtl_perception.model.config import PRESETS
 
-NO_SHIPPED_MODEL = (
-    "no --checkpoint given, and the package ships no trained model yet (the next issue adds one): pass "
-    "--checkpoint best.pt (or an exported .onnx) from training/train.py, or --model untrained to score a "
-    "seeded random initialisation"
-)
 DEFAULT_IMG_RESIZE = (384, 768)
 HEADLINE = (
     ("depth_ard", "Depth ARD %"),
@@ -45,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="training/evaluate.py", description=__doc__.split("\n")[0])
     source = ap.add_mutually_exclusive_group()
     source.add_argument(
-        "--checkpoint", type=Path, help="best.pt from training/train.py, or an exported .onnx"
+        "--checkpoint",
+        type=Path,
+        help="best.pt from training/train.py, or an exported .onnx (default: the shipped model)",
     )
     source.add_argument(
         "--model", choices=("untrained",), help="'untrained': a seeded random init of --preset (a floor)"
@@ -96,10 +95,11 @@ def open_model(args: argparse.Namespace, device: str):
     """(backend, img_resize) for --checkpoint / --model untrained; errors name the file or the flag."""
     from mtl_perception.inference.backends import create_backend
     from mtl_perception.inference.export import read_onnx_metadata
-    from mtl_perception.model.checkpoint import read_checkpoint
+    from mtl_perception.model.checkpoint import read_checkpoint, trained_input_size
+    from mtl_perception.model.shipped import resolve_model
 
     if args.checkpoint is None and args.model is None:
-        raise ValueError(NO_SHIPPED_MODEL)
+        args.checkpoint = resolve_model("").path  # ShippedModelMissing names `make shipped-model`
     size = tuple(args.img_resize) if args.img_resize else None
     if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
         _, spec = read_onnx_metadata(args.checkpoint)
@@ -107,9 +107,8 @@ def open_model(args: argparse.Namespace, device: str):
         backend = create_backend(args.checkpoint, "onnxruntime", device, input_size=size)
         return backend, size
     if args.checkpoint is not None:
-        extra = read_checkpoint(args.checkpoint)["extra"]
-        trained = extra.get("img_resize") or extra.get("args", {}).get("img_resize")
-        size = size or (tuple(int(v) for v in trained) if trained else DEFAULT_IMG_RESIZE)
+        trained = trained_input_size(read_checkpoint(args.checkpoint)["extra"])
+        size = size or trained or DEFAULT_IMG_RESIZE
         return create_backend(args.checkpoint, "torch", device, input_size=size), size
     size = size or DEFAULT_IMG_RESIZE
     return create_backend(None, "torch", device, input_size=size, preset=args.preset, seed=args.seed), size

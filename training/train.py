@@ -345,7 +345,13 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                 ):
                     best = {"metric": pivot_key, "value": score, "epoch": epoch + 1}
                     save_checkpoint(
-                        output_dir / BEST, net, overwrite=True, epoch=epoch + 1, metric=pivot_key, value=score
+                        output_dir / BEST,
+                        net,
+                        overwrite=True,
+                        epoch=epoch + 1,
+                        metric=pivot_key,
+                        value=score,
+                        img_resize=list(args.img_resize),  # the node and evaluate.py run it at this size
                     )
                 if args.tensorboard_images and pivot_key in record:
                     log.predictions(net, val_loader.dataset, ctx.device, global_step, args.tensorboard_images)

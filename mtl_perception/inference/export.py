@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from mtl_perception.atomic import atomic_path
 from mtl_perception.cli import non_negative_int, positive_int, tool_main
 from mtl_perception.model import ModelConfig, MultiTaskNet, build_model, load_checkpoint
+from mtl_perception.model.checkpoint import read_checkpoint, trained_input_size
+from mtl_perception.model.shipped import resolve_model
 
 LOG = logging.getLogger("mtl_perception.inference")
 CONTRACT_VERSION = 1
@@ -208,12 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="export_model", description="Export a MultiTaskNet to ONNX with argmax outputs and metadata."
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="checkpoint written by save_checkpoint")
-    source.add_argument("--preset", choices=("ti", "lite"), help="export a seeded random init (untrained)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--checkpoint", type=Path, help="checkpoint written by save_checkpoint (default: the shipped model)"
+    )
+    source.add_argument("--preset", choices=("ti", "lite"), help="export a seeded random init (UNTRAINED)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--height", type=positive_int, default=384)
-    parser.add_argument("--width", type=positive_int, default=768)
+    parser.add_argument(
+        "--height", type=positive_int, help="default: the checkpoint's training height, else 384"
+    )
+    parser.add_argument(
+        "--width", type=positive_int, help="default: the checkpoint's training width, else 768"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output .onnx path")
     parser.add_argument("--with-probabilities", action="store_true", help="also output softmax probabilities")
     parser.add_argument("--opset", type=_opset, default=17)
@@ -223,13 +231,19 @@ def main(argv: list[str] | None = None) -> int:
         raise IsADirectoryError(f"--out {args.out} is a directory; give the .onnx file to write")
     if args.out.exists() and not args.force:
         raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
+    if args.checkpoint is None and args.preset is None:
+        args.checkpoint = resolve_model("").path  # ShippedModelMissing names `make shipped-model`
+    default = (384, 768)
+    if args.checkpoint is not None and (args.height is None or args.width is None):
+        default = trained_input_size(read_checkpoint(args.checkpoint)["extra"]) or default
+    size = (args.height or default[0], args.width or default[1])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model, origin = model_from_source(checkpoint=args.checkpoint, preset=args.preset or "ti", seed=args.seed)
     path = export_onnx(
         model=model,
         out=args.out,
-        height=args.height,
-        width=args.width,
+        height=size[0],
+        width=size[1],
         with_probabilities=args.with_probabilities,
         opset=args.opset,
         force=args.force,

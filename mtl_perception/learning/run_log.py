@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.data.cityscapes import semantic_palette
-from mtl_perception.demo import depth_to_color
+from mtl_perception.demo_figures import depth_to_color
 from mtl_perception.learning.output_dir import METRICS, TENSORBOARD
 from mtl_perception.pipeline import colorize
 

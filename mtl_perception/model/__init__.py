@@ -1,6 +1,6 @@
 """The two-stream multi-task network (TI edgeai-torchvision design), its checkpoints and complexity."""
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, trained_input_size
 from .config import PRESETS, TASK_NAMES, ModelConfig, Normalization, preset_config
 from .net import MultiTaskNet, build_model, check_input
 
@@ -16,4 +16,5 @@ __all__ = [
     "load_checkpoint",
     "preset_config",
     "save_checkpoint",
+    "trained_input_size",
 ]

@@ -65,6 +65,22 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskNet, overwrite: boo
     return path
 
 
+def trained_input_size(extra: dict) -> tuple[int, int] | None:
+    """The (H, W) network size a checkpoint was trained at, when its ``extra`` records it.
+
+    ``training/train.py`` writes ``img_resize`` into ``best.pt``; the shipped model also keeps it in its
+    ``provenance``. A checkpoint without it runs at whatever size its caller sets (None here).
+    """
+    size = extra.get("img_resize")
+    if size is None and isinstance(extra.get("provenance"), dict):
+        size = extra["provenance"].get("img_resize")
+    if size is None:
+        return None
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or any(int(v) <= 0 or int(v) % 16 for v in size):
+        raise CheckpointError(f"img_resize {size!r} in the checkpoint is not two positive multiples of 16")
+    return int(size[0]), int(size[1])
+
+
 def _unpickling_reason(error: Exception) -> str:
     """The reason in torch's weights-only error, without its advice and links (their wording varies)."""
     advice = ("weights_only", "Weights only", "documentation", "file an issue")

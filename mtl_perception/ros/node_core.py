@@ -20,7 +20,13 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from mtl_perception.colormap import colorize_depth
 from mtl_perception.pipeline import NonFiniteOutputError, colorize, overlay_mask
-from mtl_perception.pipeline_factory import ConfigError, PipelineConfig, build_pipeline, semantic_colors
+from mtl_perception.pipeline_factory import (
+    ConfigError,
+    PipelineConfig,
+    build_pipeline,
+    resolve_config_model,
+    semantic_colors,
+)
 from mtl_perception.ros.conversions import (
     ImageConversionError,
     fill_image,
@@ -84,7 +90,11 @@ class PerceptionCore:
                 f"depth_color.far ({p['depth_color.far']})"
             )
         self.params = p
-        self.pipeline = build_pipeline(PipelineConfig.from_parameters(p), warn=self.log.warning)
+        config = PipelineConfig.from_parameters(p)
+        self.model = resolve_config_model(config)  # "" = shipped, "untrained" = seeded preset, else the file
+        self.pipeline = build_pipeline(config, warn=self.log.warning)
+        if not self.model.trained:
+            self.log.warning(f"model: {self.model.label}")
         self.palette = semantic_colors(p["palette"], p["palette_rgb"], self.pipeline.backend)
         if p["warmup"]:
             self.log.info("warming up the pipeline (two blank frames through every stage)")
@@ -97,7 +107,7 @@ class PerceptionCore:
             f"backend={backend.name} device={self.pipeline.device} "
             f"network={self.pipeline.network_size[0]}x{self.pipeline.network_size[1]} "
             f"output_size={p['output_size']} flow={self.pipeline.flow_implementation} "
-            f"model={p['model_file'] or 'untrained ' + p['model_preset']}"
+            f"model={self.model.label}"
         )
 
     def activate(self) -> None:
@@ -317,6 +327,7 @@ class PerceptionCore:
             ),
             "network_size": f"{self.pipeline.network_size[0]}x{self.pipeline.network_size[1]}",
             "output_size": self.params["output_size"],
+            "model": self.model.label,
             "transport": self.transport,
         }
         status = DiagnosticStatus(

@@ -40,15 +40,15 @@ PARAMETERS = {
     "model_file": (
         "",
         _text(
-            "Checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine); empty = seeded "
-            "untrained model of model_preset (for plumbing tests only)."
+            "Checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine); empty = the trained model "
+            "shipped with the package; 'untrained' = seeded untrained model_preset (plumbing tests only)."
         ),
     ),
     "model_preset": (
         "ti",
-        _text("Architecture of the untrained model (model_file empty); a model file brings its own."),
+        _text("Architecture of the untrained model (model_file:=untrained); a model file brings its own."),
     ),
-    "seed": (0, _int("Seed of the untrained model when model_file is empty.", 0, 2**31 - 1)),
+    "seed": (0, _int("Seed of the untrained model (model_file:=untrained).", 0, 2**31 - 1)),
     "backend": ("auto", _text("Inference backend.", BACKENDS)),
     "device": ("auto", _text("Torch device: auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N.")),
     "precision": ("fp32", _text("Network precision.", PRECISIONS)),

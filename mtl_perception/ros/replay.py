@@ -183,3 +183,54 @@ def run_replay(
         namespace=namespace,
         diagnostics=diagnostics,
     )
+
+
+def node_arguments(
+    *,
+    params_file: str | Path,
+    model_file: str = "",
+    preset: str = "ti",
+    backend: str = "auto",
+    device: str = "auto",
+    network_size: tuple[int, int] = (0, 0),
+    extra: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    """The node's arguments for a scored replay: ``params_file`` plus these overrides, outputs published at
+    the camera (= ground-truth) resolution, as TI evaluates. ``model_file`` "" is the shipped model."""
+    args = ["--params-file", str(params_file)]
+    for name, value in [
+        ("model_file", model_file),
+        ("model_preset", preset),
+        ("backend", backend),
+        ("device", device),
+        ("network_height", network_size[0]),
+        ("network_width", network_size[1]),
+        ("output_size", "input"),
+    ]:
+        args += ["-p", f"{name}:={value}" if value != "" else f'{name}:=""']
+    for item in extra:
+        args += ["-p", item]
+    return args
+
+
+def score_replay(
+    *, bag: str | Path, node_args: list[str], rate: float = 0.25, log_path: str | Path | None = None
+) -> dict:
+    """Replay ``bag`` through the node and score what it published against the bag's ground truth.
+
+    Returns :func:`evaluate`'s metrics plus the frame counts, the node's exit code, its model label (from
+    /diagnostics) and its last diagnostics. Raises RuntimeError when the node or the player fails.
+    """
+    truth = read_ground_truth(bag)
+    stamps = image_stamps(bag)
+    run = run_replay(bag=bag, node_args=node_args, rate=rate, log_path=log_path)
+    result = evaluate(run.outputs, truth)
+    result.update(
+        bag=str(bag),
+        model=run.diagnostics.get("model", ""),
+        images_in_bag=len(stamps),
+        frames_with_outputs=len(run.outputs),
+        node_exit_code=run.node_exit_code,
+        diagnostics=run.diagnostics,
+    )
+    return result
