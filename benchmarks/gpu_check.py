@@ -277,8 +277,10 @@ def time_pipeline(plan: Plan) -> dict:
         "backend": pipe.backend.name,
         "network_size": f"{h}x{w}",
         "camera_size": f"{plan.camera_size[0]}x{plan.camera_size[1]}",
-        "flow_cuda_graph": pipe.flow_input.flow.cuda_graph,
-        "flow_graph_failure": pipe.flow_input.flow.graph_failure,
+        "flow_implementation": pipe.flow_implementation,
+        # the cv2 implementation (chosen by auto on a CPU) has no CUDA graph
+        "flow_cuda_graph": getattr(pipe.flow_input.flow, "cuda_graph", False),
+        "flow_graph_failure": getattr(pipe.flow_input.flow, "graph_failure", None),
         "frame": percentiles(totals),
         "fps": round(1e3 / statistics.fmean(totals), 1),
         "stages": {stage: percentiles(values) for stage, values in stages.items()},

@@ -193,41 +193,50 @@ def test_malformed_camera_is_named(tmp_path):
 def test_demo_reads_and_scores_the_files_ground_truth(tmp_path):
     """The demo's ground truth is the files' (motion 0/1: moving pixels count in its motion mIoU)."""
     from mtl_perception import demo
-    from mtl_perception.data.synthetic import annotated_index, generate
+    from mtl_perception.data.synthetic import generate
     from mtl_perception.pipeline import PipelineResult
 
     size, frames, seed = (64, 128), 3, 4
     sequence = demo.render_sequence(frames=frames, height=size[0], width=size[1], seed=seed)
     generate(
-        tmp_path, "val", sequences=1, frames=frames, height=size[0], width=size[1], seed=seed, city="demo"
+        tmp_path,
+        "val",
+        sequences=1,
+        frames=frames,
+        height=size[0],
+        width=size[1],
+        seed=seed,
+        city="demo",
+        annotate="all",
     )
-    fid = FrameId("demo", 0, annotated_index(frames))
-    assert sequence.annotated == fid.frame
+    fid = FrameId("demo", 0, frames - 1)  # the last frame has its flow partner, so it is annotated
+    assert fid.frame in sequence.truth
     for i, frame in enumerate(sequence.frames):
         expect = iio.imread(cityscapes_path(tmp_path, "image_sequence", "val", FrameId("demo", 0, i)))
         np.testing.assert_array_equal(frame, expect)
+    truth = sequence.truth[fid.frame]
     camera = json.loads(cityscapes_path(tmp_path, "camera", "val", fid).read_text())
     disparity = iio.imread(cityscapes_path(tmp_path, "disparity", "val", fid))
     expect_depth = _ti_depth(disparity, camera["intrinsic"]["fx"], camera["extrinsic"]["baseline"])
-    np.testing.assert_allclose(sequence.truth.depth, expect_depth * (disparity != 1), rtol=1e-6)
+    np.testing.assert_allclose(truth.depth, expect_depth * (disparity != 1), rtol=1e-6)
     label_ids = iio.imread(cityscapes_path(tmp_path, "label_ids", "val", fid))
-    np.testing.assert_array_equal(sequence.truth.semantic, _five_class(label_ids))
+    np.testing.assert_array_equal(truth.semantic, _five_class(label_ids))
     motion = iio.imread(cityscapes_path(tmp_path, "motion", "val", fid)) == 255
-    np.testing.assert_array_equal(sequence.truth.motion, motion)
+    np.testing.assert_array_equal(truth.motion, motion)
     assert motion.any() and not motion.all()
 
-    truth = sequence.truth
-    perfect = PipelineResult(
-        depth=np.where(truth.depth > 0, truth.depth, np.nan),
-        semantic=truth.semantic.copy(),
-        motion=truth.motion.copy(),
-        flow=None,
-        image=None,
-    )
-    scores = demo.score(perfect, truth, trained=False)
+    def result(gt, motion_ids) -> PipelineResult:
+        depth = np.where(gt.depth > 0, gt.depth, np.nan)
+        return PipelineResult(
+            depth=depth, semantic=gt.semantic.copy(), motion=motion_ids, flow=None, image=None
+        )
+
+    perfect = [None] * frames
+    all_static = [None] * frames
+    for index, gt in sequence.truth.items():
+        perfect[index] = result(gt, gt.motion.copy())
+        all_static[index] = result(gt, np.zeros(size, np.uint8))
+    scores = demo.score(perfect, sequence.truth)
     assert scores["depth_ard"] == 0 and scores["semantic_miou"] == 1 and scores["motion_miou"] == 1
-    all_static = PipelineResult(
-        depth=perfect.depth, semantic=perfect.semantic, motion=np.zeros(size, np.uint8), flow=None, image=None
-    )
-    static_share = 1 - motion.mean()
-    assert demo.score(all_static, truth, trained=False)["motion_miou"] == pytest.approx(static_share / 2)
+    static_share = 1 - np.mean([gt.motion.mean() for gt in sequence.truth.values()])
+    assert demo.score(all_static, sequence.truth)["motion_miou"] == pytest.approx(static_share / 2)

@@ -20,7 +20,7 @@ from mtl_perception.ros.conversions import array_to_image_fields  # noqa: E402
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = ["--params-file", str(REPO / "config" / "params.yaml")]
+PARAMS = ["--params-file", str(REPO / "config" / "params.yaml"), "-p", "model_file:=untrained"]
 SMALL = [
     "-p", "model_file:=untrained",
     "-p", "model_preset:=lite", "-p", "network_height:=96", "-p", "network_width:=192",
