@@ -302,7 +302,7 @@ def run(args) -> dict:
     written += ["metrics.md", "metrics.json", "latency.md", "latency.json"]
     print(f"\nwrote {', '.join(str(out / name) for name in written)}")
     if not model.trained:
-        print("NOTE: the model is UNTRAINED; leave out --model for the shipped one (`make shipped-model` makes it).")
+        print("NOTE: the model is UNTRAINED; leave out --model for the shipped one (`make shipped-model`).")
     return report
 
 
