@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -21,21 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name  # benchmarks/machine.py (sys.path[0] when run as a script)
 
 from mtl_perception.inference import create_backend
 from mtl_perception.model.complexity import complexity_table, format_table
 
 ROWS = (("ti", (384, 768)), ("lite", (192, 384)))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def configurations(device: str) -> list[tuple[str, dict]]:

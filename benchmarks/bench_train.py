@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name  # benchmarks/machine.py (sys.path[0] when run as a script)
 
 from mtl_perception.data.cityscapes import num_semantic_classes
 from mtl_perception.learning.distributed import DistContext
@@ -33,16 +33,6 @@ from mtl_perception.learning.losses import build_criterion
 from mtl_perception.learning.weighting import build_weighting
 from mtl_perception.model import build_model
 from mtl_perception_training import train
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine(device: torch.device) -> str:
