@@ -55,7 +55,9 @@ def score_offline(model_file: Path, root: Path, split: str) -> dict:
     return {**result["metrics"], "frames": result["setup"]["images"], "backend": result["setup"]["backend"]}
 
 
-def score_node(checkpoint: Path, root: Path, split: str, *, backend: str, log: Path | None) -> dict:
+def score_node(
+    checkpoint: Path, root: Path, split: str, *, backend: str, flow: str, log: Path | None
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="mtl_paths_bag_") as tmp:
         bag = Path(tmp) / "bag"
         convert(root, split, bag, with_gt=True)
@@ -64,7 +66,7 @@ def score_node(checkpoint: Path, root: Path, split: str, *, backend: str, log: P
             model_file=str(checkpoint),
             backend=backend,
             device="cpu",
-            extra=("summary_period:=0.0",),
+            extra=("summary_period:=0.0", f"flow.implementation:={flow}"),
         )
         result = score_replay(bag=bag, node_args=node_args, rate=0.25, log_path=log)
     if result["node_exit_code"] != 0:
@@ -122,6 +124,7 @@ def evaluate_paths(
     onnx: Path | None,
     node: bool = True,
     node_backend: str = "auto",
+    node_flow: str = "auto",
     node_log: Path | None = None,
 ) -> dict:
     """Score every path; returns {"rows": {path: metrics}, "checks": {path: ...}, "model": ...}."""
@@ -135,7 +138,7 @@ def evaluate_paths(
             "onnxruntime": score_offline(onnx, root, split),
         }
     if node:
-        rows["node"] = score_node(checkpoint, root, split, backend=node_backend, log=node_log)
+        rows["node"] = score_node(checkpoint, root, split, backend=node_backend, flow=node_flow, log=node_log)
     checks = compare(rows)
     return {"model": str(checkpoint), "root": str(root), "split": split, "rows": rows, "checks": checks}
 
@@ -147,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=Path, help="default: the shipped model")
     ap.add_argument("--onnx", type=Path, help="default: the shipped .onnx, else exported here")
     ap.add_argument("--node-backend", default="auto", help="the node's backend (auto: ONNX Runtime on CPU)")
+    ap.add_argument(
+        "--node-flow", default="auto", help="the node's flow.implementation (default: auto, as the node)"
+    )
     ap.add_argument("--no-node", action="store_true", help="only the two offline paths")
     ap.add_argument("--node-log", type=Path)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "evaluate_paths.json")
@@ -161,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             onnx=onnx,
             node=not args.no_node,
             node_backend=args.node_backend,
+            node_flow=args.node_flow,
             node_log=args.node_log,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:

@@ -20,7 +20,7 @@ from mtl_perception.data import (
 )
 from mtl_perception.flow import CUDA_DEFAULTS, DEFAULT_CONFIDENCE_MODE, read_flow_png
 from mtl_perception.flow.codecs import write_ti_flow_png
-from mtl_perception.learning.augment import TrainAugment
+from mtl_perception.learning.augment import TrainAugment, align_flow
 from mtl_perception.learning.dataset import FLOW_FOLDER, CityscapesMultiTask, flow_path
 from mtl_perception.pipeline import resize_for_network
 from mtl_perception_training.make_flow_dataset import main as make_flow_main
@@ -110,7 +110,7 @@ def test_depth_folder_alias_and_ti_flow(tmp_path):
     ds = CityscapesMultiTask(
         root, SPLIT, flow_folder="ti_flow", flow_suffix="leftImg8bit.png", flow_format="ti", ti_flow_scale=8.0
     )
-    sample = ds.load(0)
+    sample = align_flow(ds.load(0))  # the flow comes at its own size; the augmentation aligns it
     flow = cv2.resize(ref[ds.frames[0].stem], (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
     flow[..., 0] *= WIDTH / FLOW_SIZE[1]
     flow[..., 1] *= HEIGHT / FLOW_SIZE[0]

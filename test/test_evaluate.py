@@ -16,6 +16,7 @@ from mtl_perception.learning.evaluation import (
 )
 from mtl_perception.metrics import abs_rel_diff
 from mtl_perception.model import build_model
+from mtl_perception.pipeline import resize_for_network, upload_rgb
 
 TASKS = ("depth", "semantic", "motion")
 
@@ -146,6 +147,27 @@ def test_eval_resize_keeps_ground_truth_resolution():
     np.testing.assert_allclose(out["flow"][..., 1], -1.0)  # v scaled by 32/64
     for key in ("depth", "semantic", "motion"):
         assert out[key] is sample[key]
+
+
+def test_eval_resize_feeds_the_network_what_the_node_feeds_it():
+    """The image through the node's upload + resize, a flow made at the network size untouched: a trained
+    model scores the same offline and in the node (benchmarks/evaluate_paths.py)."""
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    flow = rng.normal(0, 2, (32, 64, 3)).astype(np.float32)
+    out = EvalResize((32, 64))({"image": frame.astype(np.float32), "flow": flow, "depth": None})
+    node_input = resize_for_network(upload_rgb(frame, torch.device("cpu")), (32, 64))
+    np.testing.assert_array_equal(out["image"], node_input[0].permute(1, 2, 0).numpy())
+    # independent of the node's code: torch's antialiased bilinear resize of the float frame, rounded
+    reference = torch.nn.functional.interpolate(
+        torch.from_numpy(frame).permute(2, 0, 1)[None].float(),
+        size=(32, 64),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
+    assert np.abs(out["image"] - reference[0].permute(1, 2, 0).numpy()).max() <= 1.0
+    assert out["flow"] is flow  # not aligned to the image and back (that blurs it)
 
 
 def test_shard_sampler_covers_each_index_once():

@@ -119,6 +119,19 @@ def resize(
     return out
 
 
+def align_flow(sample: dict) -> dict:
+    """The flow resized to the image's size (bilinear, vectors scaled with the axes; TI's ``AlignImages``)
+    when it was made at another size, e.g. make_flow_dataset's network size; otherwise ``sample`` itself."""
+    flow, image = sample.get("flow"), sample.get("image")
+    if flow is None or image is None or flow.shape[:2] == image.shape[:2]:
+        return sample
+    (h, w), (fh, fw) = image.shape[:2], flow.shape[:2]
+    aligned = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32, copy=False)
+    aligned[..., 0] *= w / fw
+    aligned[..., 1] *= h / fh
+    return {**sample, "flow": aligned}
+
+
 def crop(sample: dict, y0: int, x0: int, out_size: tuple[int, int]) -> dict:
     """Exact crop (slicing) of every array."""
     oh, ow = out_size
@@ -153,7 +166,7 @@ class Resize:
     kinds: Mapping[str, tuple[str, float]] = None
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        return resize(sample, self.size, self.kinds or DEFAULT_KINDS)
+        return resize(align_flow(sample), self.size, self.kinds or DEFAULT_KINDS)
 
 
 @dataclass
@@ -175,6 +188,7 @@ class TrainAugment:
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
         rng = rng if rng is not None else np.random.default_rng()
         kinds = self.kinds or DEFAULT_KINDS
+        sample = align_flow(sample)
         h, w = _size(sample)
         oh, ow = self.size
         if self.rotation > 0 and rng.random() < self.p_rotate:

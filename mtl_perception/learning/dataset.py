@@ -26,6 +26,7 @@ from mtl_perception.data.cityscapes import LAYOUT, FrameId, cityscapes_path
 from mtl_perception.data.ground_truth import GroundTruthReader
 from mtl_perception.flow import read_flow_png, read_ti_flow_png
 from mtl_perception.imageio import read_image
+from mtl_perception.learning.augment import align_flow
 
 DEFAULT_ROOT = Path("./data/datasets/cityscapes/data")
 FLOW_FOLDER = "leftImg8bit_flow_farneback_confidence"
@@ -128,19 +129,18 @@ class CityscapesMultiTask(torch.utils.data.Dataset):
                 flow, conf = read_flow_png(p["flow"])
             else:
                 flow, conf = read_ti_flow_png(p["flow"], self.ti_flow_scale)
-            flow = np.dstack([flow, conf]).astype(np.float32)
-            if flow.shape[:2] != (h, w):  # flow made at the network size: align to the image (TI AlignImages)
-                fh, fw = flow.shape[:2]
-                flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-                flow[..., 0] *= w / fw
-                flow[..., 1] *= h / fh
-            sample["flow"] = flow
+            # Kept at its own size (make_flow_dataset writes it at the network size): the validation
+            # transform then feeds it to the network untouched, as the node does; the augmentation aligns it
+            # to the image first (augment.align_flow, TI's AlignImages).
+            sample["flow"] = np.dstack([flow, conf]).astype(np.float32)
         return sample
 
     def __getitem__(self, index: int) -> dict:
         sample = self.load(index)
         if self.transform is not None:
             sample = self.transform(sample, self._worker_rng())
+        else:
+            sample = align_flow(sample)
         out = {
             "name": self.frames[index].stem,
             "image": torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))),
