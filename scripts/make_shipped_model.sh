@@ -3,19 +3,20 @@
 # generated data (train seed 1000, val seed 2000) -> flow -> training/train.py (lite, 128x256) -> held-out
 # evaluation (seed 3000, never trained or validated on) -> training/package_model.py (provenance in the file).
 #
-#   make shipped-model                              # EPOCHS=20 MILESTONES=15, work files in data/shipped_model
-#   EPOCHS=30 MILESTONES="20 25" make shipped-model
+#   make shipped-model                              # EPOCHS=30 MILESTONES=24, work files in data/shipped_model
+#   EPOCHS=40 MILESTONES="24 34" make shipped-model
 #   scripts/make_shipped_model.sh --package-only RUN_DIR TRAINING_SECONDS
 #       # a run already trained with this recipe (same EPOCHS/MILESTONES): held-out evaluation + packaging only
 #
-# Variables: EPOCHS, MILESTONES, WORK (data and run folder), PY (interpreter; default .venv/bin/python),
-# SHIPPED_DIR (where the three files go; default the package's mtl_perception/model/weights), COMMIT (the
-# git commit the run trained at; default this checkout's HEAD).
+# Variables: EPOCHS, MILESTONES, TRAIN_SEQUENCES (generated training streets, 30 frames each), WORK (data and
+# run folder), PY (interpreter; default .venv/bin/python), SHIPPED_DIR (where the three files go; default the
+# package's mtl_perception/model/weights), COMMIT (the git commit the run trained at; default this HEAD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EPOCHS=${EPOCHS:-20}
-MILESTONES=${MILESTONES:-15}
+EPOCHS=${EPOCHS:-30}
+MILESTONES=${MILESTONES:-24}
+TRAIN_SEQUENCES=${TRAIN_SEQUENCES:-48}
 WORK=${WORK:-data/shipped_model}
 PY=${PY:-.venv/bin/python}
 BIN=$(dirname "$PY")
@@ -24,7 +25,7 @@ RUN=$WORK/run
 HELD_OUT_SEED=3000
 
 DATA_FLAGS=(--frames 30 --height 256 --width 512 --annotate all --workers 2)
-TRAIN_DATA=(--split train --sequences 24 --seed 1000 --city synthtrain)
+TRAIN_DATA=(--split train --sequences "$TRAIN_SEQUENCES" --seed 1000 --city synthtrain)
 VAL_DATA=(--split val --sequences 4 --seed 2000 --city synthval)
 HELD_OUT_DATA=(--split test --sequences 4 --seed "$HELD_OUT_SEED" --city synthheldout)
 FLOW_FLAGS=(--height 128 --width 256 --device cpu)

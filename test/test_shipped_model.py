@@ -29,9 +29,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.xfail(strict=True, reason="shipped model not yet committed")
 def test_the_shipped_model_is_committed_with_its_provenance():
-    """Remove the xfail mark in the commit that adds mtl_perception/model/weights/shipped.{pt,onnx,json}."""
+    """The three files are package data, shipped.json describes them, the checkpoint has its provenance."""
     weights = resources.files("mtl_perception.model") / shipped.WEIGHTS_FOLDER
     for name in (shipped.SHIPPED_CHECKPOINT, shipped.SHIPPED_ONNX, "shipped.json"):
         assert (weights / name).is_file(), f"{name} is not in the installed package"
@@ -84,8 +83,8 @@ def held_out_metrics(tmp_path_factory, torch_one_thread):
         tmp_path_factory.mktemp("held_out"),
         split="test",
         seed=3100,
-        sequences=2,
-        frames=12,
+        sequences=4,  # four streets: one or two are too few for an mIoU bound near the targets
+        frames=10,
         flow_size=training_size(SHIPPED),
     )
     args = evaluate.parse_args(
@@ -93,7 +92,7 @@ def held_out_metrics(tmp_path_factory, torch_one_thread):
         + ["--workers", "0", "--device", "cpu"]
     )  # no --checkpoint: the shipped model
     result = evaluate.run(args)
-    assert result["setup"]["model"] == str(SHIPPED) and result["setup"]["images"] == 2 * 10
+    assert result["setup"]["model"] == str(SHIPPED) and result["setup"]["images"] == 4 * 8
     return result["metrics"]
 
 
