@@ -203,7 +203,8 @@ def test_interrupted_overwrite_of_the_flow_dataset_is_finished_by_the_rerun(tmp_
 
 
 def test_export_model_signals_leave_no_temporary_file(tmp_path):
-    """Before: SIGTERM/SIGKILL left `.m.onnx.XXXX.onnx` (0 bytes when killed early) beside the output."""
+    """Regression (export used to leave `.m.onnx.XXXX.onnx`, 0 bytes when killed early, after SIGTERM and
+    SIGKILL): SIGTERM now leaves nothing; a SIGKILL leftover is removed by the next export into the folder."""
     from mtl_perception.inference.export import main
 
     out = tmp_path / "m.onnx"
@@ -223,7 +224,7 @@ def test_export_model_signals_leave_no_temporary_file(tmp_path):
 
 @pytest.mark.ros
 def test_sigterm_ends_play_bag_with_143(tmp_path):
-    """Before: rclpy's handler turned SIGTERM into a normal end: exit 0."""
+    """Regression (rclpy's handler turned SIGTERM into a normal end, exit 0): now 143."""
     pytest.importorskip("rclpy")
     from mtl_perception.data.bag import convert
 

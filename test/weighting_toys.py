@@ -43,16 +43,17 @@ def toy_losses(outputs: dict, targets, tasks) -> dict:
 
 
 def load_libmtl_weighting(name: str):
-    """LibMTL 1.1.5's LibMTL/weighting/<name>.py, with the package __init__s stubbed (they do not import
-    on current torchvision; mtl_weighting.md §2.3). Returns the module."""
-    if not getattr(sys.modules.get("LibMTL"), "_stub", False):
+    """LibMTL 1.1.5's own LibMTL/weighting/<name>.py, the real file. Its packages' __init__ files import
+    the whole library, which fails on current torchvision (mtl_weighting.md §2.3), so the two packages are
+    entered as bare namespace modules pointing at LibMTL's folders. Returns the module."""
+    if not getattr(sys.modules.get("LibMTL"), "_namespace_only", False):
         spec = importlib.util.find_spec("LibMTL")
         if spec is None or spec.submodule_search_locations is None:
             raise ImportError("libmtl 1.1.5 missing: pip install --no-deps -r requirements/no-deps.txt")
         root = Path(next(iter(spec.submodule_search_locations)))
         for package, path in (("LibMTL", root), ("LibMTL.weighting", root / "weighting")):
-            stub = types.ModuleType(package)
-            stub.__path__ = [str(path)]
-            stub._stub = True
-            sys.modules[package] = stub
+            namespace = types.ModuleType(package)
+            namespace.__path__ = [str(path)]
+            namespace._namespace_only = True
+            sys.modules[package] = namespace
     return importlib.import_module(f"LibMTL.weighting.{name}")

@@ -182,11 +182,7 @@ def json_ready(value):
 @tool_main("mtl_evaluate")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        result = run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    result = run(args)  # a bad input raises ValueError / OSError: tool_main makes it one line, exit 2
     print(format_table(result["metrics"]))
     if args.json:
         payload = {**result["metrics"], "setup": result["setup"]}

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.cli import tool_main
 from mtl_perception.inference.export import export_onnx
 from mtl_perception.model import load_checkpoint, save_checkpoint
 from mtl_perception.model.shipped import SHIPPED_CHECKPOINT, SHIPPED_ONNX, shipped_folder
@@ -69,7 +70,7 @@ def best_epoch_metrics(run: Path, epoch: int) -> dict:
     records = json.loads((run / "metrics.json").read_text())
     for record in records:
         if record.get("epoch") == epoch:
-            return {k[len("val/"):]: v for k, v in record.items() if k.startswith("val/")}
+            return {k[len("val/") :]: v for k, v in record.items() if k.startswith("val/")}
     raise ValueError(f"{run / 'metrics.json'} has no record of epoch {epoch}, the epoch of best.pt")
 
 
@@ -150,13 +151,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+@tool_main("package_model")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        summary = package(args)
-    except (ValueError, OSError) as exc:
-        print(f"package_model: error: {exc}", file=sys.stderr)
-        return 2
+    summary = package(args)  # a bad input raises ValueError / OSError: tool_main makes it one line, exit 2
     metrics = summary["held_out_metrics"] or summary["validation_metrics"]
     print(
         f"wrote {args.out_dir / SHIPPED_CHECKPOINT}, {SHIPPED_ONNX}, {PROVENANCE_JSON}: epoch "

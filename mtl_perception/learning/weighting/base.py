@@ -9,6 +9,7 @@ the trunk (rep_grad).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
@@ -36,7 +37,7 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
     return tensor if size == 1 else all_reduce_sum(tensor) / size
 
 
-class TaskWeighting(nn.Module):
+class TaskWeighting(nn.Module, abc.ABC):
     """One multi-task weighting method; its parameters, buffers and extra state are in state_dict().
 
     `OPTIONS` maps each keyword option to (default, help); build_weighting fills the defaults.
@@ -80,11 +81,11 @@ class TaskWeighting(nn.Module):
         weights = self._backward(stacked, task_losses=task_losses, features=features, scale=scale)
         return {task: float(w) for task, w in zip(self.tasks, weights.tolist(), strict=True)}
 
+    @abc.abstractmethod
     def _backward(
         self, losses: Tensor, *, task_losses: list[Tensor], features: tuple[Tensor, ...], scale: float
     ) -> Tensor:
-        """Run the one backward on the (T,) loss vector; return the (T,) weights used."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _backward")
+        """Run the one backward on the (T,) loss vector; return the (T,) weights used (each method's own)."""
 
     def after_step(self, *, losses_after: Mapping[str, Tensor]) -> None:
         """FAMO only: the losses re-evaluated (no_grad) on the same batch after optimizer.step()."""
