@@ -37,7 +37,6 @@ from mtl_perception.model.config import TASK_NAMES
 from mtl_perception.pipeline import resize_for_network
 
 MOTION_CLASS_NAMES = ("static", "moving")
-INPUT_KEYS = ("image", "flow")
 
 
 def semantic_class_names(num_classes: int) -> tuple[str, ...]:
