@@ -337,3 +337,23 @@ def test_pretrained_refuses_a_file_it_cannot_map(tmp_path):
     torch.save({"encoder.conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="key layout not recognised"):
         load_pretrained(build_model("lite"), path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss over exec: Linux")
+def test_peak_memory_is_the_process_own_not_its_parents():
+    """Before: a train.py started by make_table (which evaluates in-process and grows large) reported the
+    parent's peak RSS as its own, because Linux carries ``ru_maxrss`` over fork and exec; every later row
+    of the table showed the same inflated peak. The parent here holds 400 MiB; the child allocates 100 MiB."""
+    child = (
+        "import numpy as np, torch\n"
+        "from mtl_perception.learning.run_log import peak_memory_mb\n"
+        "before = peak_memory_mb(torch.device('cpu'))\n"
+        "block = np.ones(100 * 2**20 // 8)\n"
+        "print(before, peak_memory_mb(torch.device('cpu')))\n"
+    )
+    parent_block = np.ones(400 * 2**20 // 8)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    before, after = map(float, done.stdout.split())
+    assert parent_block.sum() > 0
+    assert before < 400, f"the child reports {before:.0f} MiB before allocating: its parent's peak"
+    assert 95 <= after - before <= 130, (before, after)

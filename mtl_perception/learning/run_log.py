@@ -23,10 +23,21 @@ MOTION_PALETTE = np.array([(0, 0, 0), (255, 64, 0)], dtype=np.uint8)
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: the CUDA caching allocator's peak on a GPU, the process's peak RSS on the CPU."""
+    """Peak memory so far: the CUDA caching allocator's peak on a GPU, the process's peak RSS on the CPU.
+
+    The RSS peak is the kernel's high-water mark of this address space (``VmHWM``), not ``getrusage``'s
+    ``ru_maxrss``: Linux carries ``ru_maxrss`` over fork and exec, so a train.py started by a large parent
+    (make_table, which evaluates in-process) would report the parent's peak as its own."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass  # not Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; bytes on macOS
 
 
 class RunLog:
