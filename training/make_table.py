@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +39,22 @@ RESULT = "result.json"
 # The lite table on 2 CPU cores in under an hour (docs/training.md, "Results table"); --quick: seconds.
 SETTINGS = {
     "lite": {
-        "train_sequences": 160,
-        "val_sequences": 32,
+        "train_sequences": 240,
+        "val_sequences": 96,
         "data_size": (192, 384),
         "img_resize": (96, 192),
         "output_size": (192, 384),
-        "epochs": 12,
+        "epochs": 20,
         "batch_size": 8,
         "lr": 1e-3,
         "warmup_epochs": 1,
-        "milestones": (5, 10),  # TI's x0.5 at 100 and 200 of 250 epochs, scaled to 12
-        "evaluate_every": 3,
+        "milestones": (8, 16),  # TI's x0.5 at 100 and 200 of 250 epochs, scaled to 20
+        "evaluate_every": 5,
         "seeds": (0, 1, 2),
         "workers": 1,
+        # Two single-threaded runs side by side do 1.5-1.7x the work of one two-threaded run on 2 cores:
+        # the lite network's small convolutions do not keep two threads busy (docs/training.md).
+        "jobs": 2,
     },
     "quick": {
         "train_sequences": 4,
@@ -65,6 +70,7 @@ SETTINGS = {
         "evaluate_every": 1,
         "seeds": (0, 1),
         "workers": 0,
+        "jobs": 2,
     },
     # TI's recipe (train.py's defaults) on the user's data; only the sizes are the seed's.
     "ti": {
@@ -78,6 +84,7 @@ SETTINGS = {
         "evaluate_every": 1,
         "seeds": (0, 1, 2),
         "workers": 8,
+        "jobs": 1,  # each run takes every GPU of --gpus
     },
 }
 SYNTHETIC_FRAMES = 3  # a 3-frame snippet annotates its last frame; its flow partner (gap 2) is frame 0
@@ -106,6 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train_sequences", type=int, help="generated training samples (one per snippet)")
     ap.add_argument("--val_sequences", type=int, help="generated validation samples")
     ap.add_argument("--workers", type=int, help="DataLoader workers of each run (lite 1, quick 0, ti 8)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        help="runs trained at once, each with (CPU cores / jobs) torch threads (lite 2, ti 1)",
+    )
     ap.add_argument("--gpus", type=int, nargs="+", help="passed to train.py (DDP); leave out for the CPU")
     ap.add_argument(
         "--device",
@@ -124,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.preset == "ti" and args.data_path is None:
         ap.error("--preset ti trains TI's network on real data: pass --data_path (the Cityscapes root)")
+    if args.jobs < 1:
+        ap.error(f"--jobs: at least 1, got {args.jobs}")
     if len(args.seeds) < 2:
         ap.error(f"--seeds: mean ± std needs at least 2 seeds, got {args.seeds}")
     return args
@@ -149,7 +163,10 @@ def generate_data(args) -> Path:
         return root
     h, w = args.data_size
     for split, count, seed in (("train", args.train_sequences, 0), (args.split, args.val_sequences, 1)):
-        generate(root, split, count, SYNTHETIC_FRAMES, h, w, seed=seed, overwrite=True, show_progress=False)
+        generate(
+            root, split, count, SYNTHETIC_FRAMES, h, w, seed=seed, overwrite=True, show_progress=False,
+            workers=min(count, os.cpu_count() or 1),
+        )  # fmt: skip
         make_flow_dataset(
             root, split, gap=2, device="cpu", size=tuple(args.img_resize), overwrite=True, show_progress=False
         )
@@ -207,6 +224,10 @@ def gmacs(checkpoint: Path) -> float:
     return _GMACS[key]
 
 
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def run_one(args, row: Row, seed: int, data: Path) -> dict:
     """Train (subprocess), evaluate best.pt, count GMACs; cached in runs/<row>/seed<k>/result.json."""
     from mtl_perception_training import evaluate as evaluate_cli
@@ -218,7 +239,10 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
     start = time.perf_counter()
     command = [sys.executable, str(TRAIN_SCRIPT), *train_argv(args, row, seed, data, out)]
     print(f"make_table: {row.key} seed {seed}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if args.jobs > 1:  # a user's own OMP_NUM_THREADS wins
+        env.setdefault("OMP_NUM_THREADS", str(threads_per_job(args.jobs)))
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise RuntimeError(f"train.py failed for {row.key} seed {seed} (exit {done.returncode}):\n{tail}")
@@ -240,9 +264,33 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
         "gmacs": gmacs(best),
         "train_wall_s": trained_s,
         "total_wall_s": time.perf_counter() - start,
+        "jobs": args.jobs,
     }
     atomic_write_bytes(cached, json.dumps(result, indent=2).encode())
     return result
+
+
+def run_all(args, rows: list[Row], data: Path) -> dict[str, list[dict]]:
+    """Every (row, seed), ``--jobs`` at a time; the first failure cancels the runs not yet started."""
+    jobs = [(row, seed) for row in rows for seed in args.seeds]
+    if args.jobs == 1:
+        results = [run_one(args, row, seed, data) for row, seed in jobs]
+    else:
+        import torch
+
+        torch.set_num_threads(threads_per_job(args.jobs))  # the evaluations run in this process's threads
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_one, args, row, seed, data) for row, seed in jobs]
+            try:
+                results = [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    by_row: dict[str, list[dict]] = {row.key: [] for row in rows}
+    for (row, _), result in zip(jobs, results, strict=True):
+        by_row[row.key].append(result)
+    return by_row
 
 
 @tool_main("mtl_make_table")
@@ -252,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = table_rows(args.beyond)
         started = time.perf_counter()
         data = args.data_path or generate_data(args)
-        runs = {row.key: [run_one(args, row, seed, data) for seed in args.seeds] for row in rows}
+        runs = run_all(args, rows, data)
         table = summarize(rows, runs)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"make_table: error: {exc}", file=sys.stderr)
