@@ -7,11 +7,13 @@
 
 Rows: single task x3 (depth and semantic on RGB, motion on RGB + flow, as TI), vanilla MTL, TI's
 GradNorm (``pseudo_grad_norm``), uncertainty, and one beyond-TI method (``--beyond``, default
-``aligned_mtl``). Every (row, seed) is one ``training/train.py`` process (so its peak memory is its own), then
-``best.pt`` is scored by ``training/evaluate.py``'s code on ``--split`` at ``--output_size``. Finished runs
-(``result.json``) are kept, so an interrupted table continues where it stopped. Without ``--data_path`` a
-synthetic Cityscapes set is generated under ``--out`` (``make_synthetic_cityscapes``) with its flow
-(``make_flow_dataset`` at ``--img_resize``). Definitions (Δm, std): ``mtl_perception.learning.results_table``.
+``aligned_mtl``; ``--beyond best`` screens all of them on the first seed and keeps the lowest Δm). Every
+(row, seed) is one ``training/train.py`` process (so its peak memory is its own), then ``best.pt`` is scored
+by ``training/evaluate.py``'s code on ``--split`` at ``--output_size``; ``--jobs`` runs train side by side.
+Finished runs (``result.json``) are kept, so an interrupted table continues where it stopped. Without
+``--data_path`` a synthetic Cityscapes set is generated under ``--out`` (``make_synthetic_cityscapes``) with
+its flow (``make_flow_dataset`` at ``--img_resize``). Definitions (Δm, std):
+``mtl_perception.learning.results_table``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,18 @@ import numpy as np
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.cli import tool_main
-from mtl_perception.learning.results_table import Row, format_markdown, summarize, table_rows
-from mtl_perception.learning.weighting import METHODS
+from mtl_perception.learning.results_table import (
+    BEYOND_TI,
+    SINGLE_ROWS,
+    TI_ROWS,
+    Row,
+    baseline_values,
+    beyond_row,
+    format_markdown,
+    pick_beyond,
+    summarize,
+    table_rows,
+)
 from mtl_perception_training.evaluate import json_ready
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
@@ -97,7 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="tiny data, 1 epoch, 2 seeds: checks the pipeline")
     ap.add_argument("--data_path", type=Path, help="existing Cityscapes-layout root (default: generate)")
     ap.add_argument("--split", default="val", help="split the table is evaluated on (train.py's --val_split)")
-    ap.add_argument("--beyond", default="aligned_mtl", help="the beyond-TI weighting method of the last row")
+    ap.add_argument(
+        "--beyond",
+        default="aligned_mtl",
+        help="the beyond-TI weighting method of the last row; 'best': train the first seed of every "
+        f"beyond-TI method ({', '.join(BEYOND_TI)}), keep the lowest Δm, train its other seeds (about 2x the "
+        "time)",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick 0 1)")
     sizes = {
         "img_resize": "network input size (train.py --img_resize)",
@@ -128,8 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items()) for name, values in SETTINGS.items()
     )
     args = ap.parse_args(argv)
-    if args.beyond not in METHODS:
-        ap.error(f"--beyond {args.beyond!r}: not a weighting method; choose one of {', '.join(METHODS)}")
+    if args.beyond not in (*BEYOND_TI, "best"):
+        ap.error(f"--beyond {args.beyond!r}: choose 'best' or a method beyond TI's: {', '.join(BEYOND_TI)}")
     setting = SETTINGS["quick" if args.quick else args.preset]
     for key, value in setting.items():
         if getattr(args, key, None) is None:
@@ -270,9 +288,9 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
     return result
 
 
-def run_all(args, rows: list[Row], data: Path) -> dict[str, list[dict]]:
-    """Every (row, seed), ``--jobs`` at a time; the first failure cancels the runs not yet started."""
-    jobs = [(row, seed) for row in rows for seed in args.seeds]
+def run_all(args, jobs: list[tuple[Row, int]], data: Path) -> dict[str, list[dict]]:
+    """Every (row, seed) of ``jobs``, ``--jobs`` at a time; the first failure cancels those not yet started.
+    Returns each row's results in seed order."""
     if args.jobs == 1:
         results = [run_one(args, row, seed, data) for row, seed in jobs]
     else:
@@ -287,21 +305,45 @@ def run_all(args, rows: list[Row], data: Path) -> dict[str, list[dict]]:
                 for future in futures:
                     future.cancel()
                 raise
-    by_row: dict[str, list[dict]] = {row.key: [] for row in rows}
+    by_row: dict[str, list[dict]] = {}
     for (row, _), result in zip(jobs, results, strict=True):
-        by_row[row.key].append(result)
+        by_row.setdefault(row.key, []).append(result)
     return by_row
+
+
+def every_seed(rows, seeds) -> list[tuple[Row, int]]:
+    return [(row, seed) for row in rows for seed in seeds]
+
+
+def run_table(args, data: Path) -> tuple[tuple[Row, ...], dict[str, list[dict]], dict | None]:
+    """The rows, their runs, and (``--beyond best``) the screening that chose the last row."""
+    if args.beyond != "best":
+        rows = table_rows(args.beyond)
+        return rows, run_all(args, every_seed(rows, args.seeds), data), None
+    first, others = args.seeds[0], args.seeds[1:]
+    candidates = [beyond_row(method) for method in BEYOND_TI]
+    runs = run_all(
+        args, every_seed((*SINGLE_ROWS, *TI_ROWS), args.seeds) + every_seed(candidates, [first]), data
+    )
+    screening = {row.method: runs.pop(row.key)[0] for row in candidates}
+    method, scores = pick_beyond(screening, baseline_values(runs))
+    label = f"{method} (beyond TI; lowest Δm of {len(candidates)} on seed {first})"
+    winner = beyond_row(method, label)
+    runs[winner.key] = [screening[method], *run_all(args, every_seed([winner], others), data)[winner.key]]
+    record = {"seed": first, "delta_m": scores, "chosen": method}
+    return (*SINGLE_ROWS, *TI_ROWS, winner), runs, record
 
 
 @tool_main("mtl_make_table")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        rows = table_rows(args.beyond)
         started = time.perf_counter()
         data = args.data_path or generate_data(args)
-        runs = run_all(args, rows, data)
+        rows, runs, screening = run_table(args, data)
         table = summarize(rows, runs)
+        if screening:
+            table["beyond_screening"] = screening
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"make_table: error: {exc}", file=sys.stderr)
         return 2

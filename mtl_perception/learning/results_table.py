@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtl_perception.learning.weighting import METHODS
 from mtl_perception.metrics import delta_m
 
 TASKS = ("depth", "semantic", "motion")
@@ -44,11 +45,42 @@ TI_ROWS = (
 )
 
 
+BEYOND_TI = tuple(m for m in METHODS if m not in {r.method for r in TI_ROWS})
+
+
+def beyond_row(method: str, label: str | None = None) -> Row:
+    if method not in BEYOND_TI:
+        raise ValueError(f"--beyond {method!r} is not a method beyond TI's rows; choose one of {BEYOND_TI}")
+    return Row(method, label or f"{method} (beyond TI)", TASKS, method)
+
+
 def table_rows(beyond: str) -> tuple[Row, ...]:
     """Single task x3, TI's three MTL rows, and one beyond-TI method."""
     if beyond in {r.method for r in TI_ROWS}:
         raise ValueError(f"--beyond {beyond!r} is already one of TI's rows; choose a method beyond TI")
-    return (*SINGLE_ROWS, *TI_ROWS, Row(beyond, f"{beyond} (beyond TI)", TASKS, beyond))
+    return (*SINGLE_ROWS, *TI_ROWS, beyond_row(beyond))
+
+
+def baseline_values(runs: Mapping[str, Sequence[Mapping]]) -> dict[str, float]:
+    """The Δm baseline: each single-task row's metric, mean over its seeds."""
+    baseline = {}
+    for task, metric in SINGLE_TASK_METRIC.items():
+        key = f"single_{task}"
+        if key not in runs:
+            raise ValueError(f"the Δm baseline needs the single-task row {key!r}")
+        baseline[metric] = float(np.mean([r["metrics"][metric] for r in runs[key]]))
+    return baseline
+
+
+def pick_beyond(
+    screening: Mapping[str, Mapping], baseline: Mapping[str, float]
+) -> tuple[str, dict[str, float]]:
+    """The beyond-TI method whose screening run (one seed each) has the lowest Δm against ``baseline``;
+    a tie goes to the method listed first. Returns it and every method's Δm."""
+    if not screening:
+        raise ValueError("pick_beyond: no screening runs")
+    scores = {m: delta_m(run["metrics"], baseline, HIGHER_IS_BETTER) for m, run in screening.items()}
+    return min(scores, key=lambda m: (scores[m], list(screening).index(m))), scores
 
 
 def _stats(values: Sequence[float]) -> dict:
@@ -78,12 +110,7 @@ def summarize(rows: Sequence[Row], runs: Mapping[str, Sequence[Mapping]]) -> dic
             raise ValueError(f"no runs for row {row.key!r}")
         for run in runs[row.key]:
             _check_run(row, run)
-    baseline = {}
-    for task, metric in SINGLE_TASK_METRIC.items():
-        key = f"single_{task}"
-        if key not in runs:
-            raise ValueError(f"the Δm baseline needs the single-task row {key!r}")
-        baseline[metric] = float(np.mean([r["metrics"][metric] for r in runs[key]]))
+    baseline = baseline_values(runs)
     out_rows = []
     for row in rows:
         seeds = runs[row.key]
