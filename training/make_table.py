@@ -7,7 +7,7 @@
 
 Rows: single task x3 (depth and semantic on RGB, motion on RGB + flow, as TI), vanilla MTL, TI's
 GradNorm (``pseudo_grad_norm``), uncertainty, and one beyond-TI method (``--beyond``, default
-``aligned_mtl``; ``--beyond best`` screens all of them on the first seed and keeps the lowest Δm). Every
+``nash_mtl``; ``--beyond best`` screens all of them on the first seed and keeps the lowest Δm). Every
 (row, seed) is one ``training/train.py`` process (so its peak memory is its own), then ``best.pt`` is scored
 by ``training/evaluate.py``'s code on ``--split`` at ``--output_size``; ``--jobs`` runs train side by side.
 Finished runs (``result.json``) are kept, so an interrupted table continues where it stopped. Without
@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--split", default="val", help="split the table is evaluated on (train.py's --val_split)")
     ap.add_argument(
         "--beyond",
-        default="aligned_mtl",
+        default="nash_mtl",
         help="the beyond-TI weighting method of the last row; 'best': train the first seed of every "
         f"beyond-TI method ({', '.join(BEYOND_TI)}), keep the lowest Δm, train its other seeds (about 2x the "
         "time)",
