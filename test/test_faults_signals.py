@@ -203,8 +203,9 @@ def test_interrupted_overwrite_of_the_flow_dataset_is_finished_by_the_rerun(tmp_
 
 
 def test_export_model_signals_leave_no_temporary_file(tmp_path):
-    """Regression (export used to leave `.m.onnx.XXXX.onnx`, 0 bytes when killed early, after SIGTERM and
-    SIGKILL): SIGTERM now leaves nothing; a SIGKILL leftover is removed by the next export into the folder."""
+    """Regression: export used to leave its mkstemp temporary `.m.onnx.<random>.onnx` (0 bytes when killed
+    early) after SIGTERM and SIGKILL. SIGTERM now leaves nothing; a SIGKILL leftover is removed by the next
+    export into the folder."""
     from mtl_perception.inference.export import main
 
     out = tmp_path / "m.onnx"

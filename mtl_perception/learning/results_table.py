@@ -50,14 +50,13 @@ BEYOND_TI = tuple(m for m in METHODS if m not in {r.method for r in TI_ROWS})
 
 def beyond_row(method: str, label: str | None = None) -> Row:
     if method not in BEYOND_TI:
-        raise ValueError(f"--beyond {method!r} is not a method beyond TI's rows; choose one of {BEYOND_TI}")
+        why = "is already one of TI's rows" if method in {r.method for r in TI_ROWS} else "is unknown"
+        raise ValueError(f"--beyond {method!r} {why}, not a method beyond TI; choose one of {BEYOND_TI}")
     return Row(method, label or f"{method} (beyond TI)", TASKS, method)
 
 
 def table_rows(beyond: str) -> tuple[Row, ...]:
     """Single task x3, TI's three MTL rows, and one beyond-TI method."""
-    if beyond in {r.method for r in TI_ROWS}:
-        raise ValueError(f"--beyond {beyond!r} is already one of TI's rows; choose a method beyond TI")
     return (*SINGLE_ROWS, *TI_ROWS, beyond_row(beyond))
 
 
