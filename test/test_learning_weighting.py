@@ -111,6 +111,28 @@ def test_vanilla_keeps_unit_weights_and_plain_sum_gradient():
         torch.testing.assert_close(g, p.grad, rtol=0, atol=0)
 
 
+def test_uncertainty_lr_is_its_own_group_and_follows_the_schedule():
+    from mtl_perception.learning.schedule import WarmupMultiStep
+
+    weighting = build_weighting("uncertainty", tasks=TASKS, uncertainty_lr=1e-2)
+    torch.manual_seed(0)
+    net = ToyNet(TASKS)
+    optimizer = torch.optim.Adam([{"params": net.parameters()}, *weighting.optimizer_param_groups()], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupMultiStep(0, 1e-3, [1], 0.5))
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-2]
+    # Adam's first step moves every parameter by about its group's lr: s by 1e-2, not the network's 1e-3.
+    x, targets = toy_batch(0)
+    outputs, features = net(x, return_features=True)
+    weighting.backward(toy_losses(outputs, targets, TASKS), shared_features=features)
+    before = weighting.log_variance.detach().clone()
+    optimizer.step()
+    torch.testing.assert_close((weighting.log_variance.detach() - before).abs(), torch.full((2,), 1e-2))
+    scheduler.step()  # past the milestone: both halve
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-4, 5e-3])
+    with pytest.raises(ValueError, match="uncertainty_lr: expected a learning rate > 0, got 0.0"):
+        build_weighting("uncertainty", tasks=TASKS, uncertainty_lr=0.0)
+
+
 def test_uncertainty_kendall_forms_and_param_group():
     weighting = build_weighting("uncertainty", tasks=TASKS, init_log_variance=0.3)
     assert weighting.optimizer_param_groups() == [{"params": [weighting.log_variance], "weight_decay": 0.0}]

@@ -37,17 +37,28 @@ class Uncertainty(TaskWeighting):
     OPTIONS = {
         "uncertainty_form": ("kendall", "uncertainty: kendall | regression | ti (see docs/training.md)"),
         "init_log_variance": (0.0, "uncertainty: initial s = log sigma^2 of every task"),
+        "uncertainty_lr": (
+            None,
+            "uncertainty: learning rate of s (follows the LR schedule); default the network's",
+        ),
     }
 
     def __init__(
-        self, *, tasks: Sequence[str], uncertainty_form: str = "kendall", init_log_variance: float = 0.0
+        self,
+        *,
+        tasks: Sequence[str],
+        uncertainty_form: str = "kendall",
+        init_log_variance: float = 0.0,
+        uncertainty_lr: float | None = None,
     ) -> None:
         super().__init__(tasks=tasks)
         if uncertainty_form not in ("kendall", "regression", "ti"):
             raise ValueError(
                 f"uncertainty_form: expected kendall, regression or ti, got {uncertainty_form!r}"
             )
-        self.form = uncertainty_form
+        if uncertainty_lr is not None and not uncertainty_lr > 0:
+            raise ValueError(f"uncertainty_lr: expected a learning rate > 0, got {uncertainty_lr}")
+        self.form, self.lr = uncertainty_form, uncertainty_lr
         self.log_variance = nn.Parameter(torch.full((self.num_tasks,), float(init_log_variance)))
         regression = [task in REGRESSION_TASKS or uncertainty_form == "regression" for task in self.tasks]
         # Factor on e^{-s} (kendall, regression) or the divisor k inside tanh (ti).
@@ -78,8 +89,13 @@ class Uncertainty(TaskWeighting):
         return weights.detach()
 
     def optimizer_param_groups(self) -> list[dict]:
-        # No weight decay: it would pull sigma towards 1 (the LibMTL pitfall).
-        return [{"params": [self.log_variance], "weight_decay": 0.0}]
+        # No weight decay: it would pull sigma towards 1 (the LibMTL pitfall). An own LR because Adam moves
+        # s by about lr per step whatever the loss scale: a short schedule at the network's LR cannot bring
+        # s to its optimum log(L) (docs/training.md, "The table, measured").
+        group: dict = {"params": [self.log_variance], "weight_decay": 0.0}
+        if self.lr is not None:
+            group["lr"] = self.lr
+        return [group]
 
 
 class DWA(TaskWeighting):
