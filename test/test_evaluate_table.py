@@ -131,6 +131,32 @@ def test_markdown_has_the_seeds_columns():
     assert "| -3.33 ± 7.07 |" in lines[3]
 
 
+def test_a_cached_run_is_reused_only_with_the_same_train_flags(tmp_path):
+    """make_table keeps each run's result.json; a rerun in the same --out with another --epochs (or a method
+    option) must not pass the old numbers off as the new setting's."""
+    pytest.importorskip("mtl_perception_training.train")
+    from mtl_perception_training.make_table import parse_args, run_one, train_argv
+
+    args = parse_args(["--out", str(tmp_path / "table"), "--quick"])
+    row, data = ROWS[3], tmp_path / "data"  # vanilla
+    out = args.out / "runs" / row.key / "seed0"
+    out.mkdir(parents=True)
+    saved = {"seed": 0, "metrics": {"depth_ard": 0.5}, "train_argv": train_argv(args, row, 0, data, out)}
+    (out / "result.json").write_text(json.dumps(saved))
+    assert run_one(args, row, 0, data) == saved  # same flags: reused, nothing trained
+    moved = parse_args(["--out", str(tmp_path / "moved"), "--quick"])
+    args.out.rename(moved.out)  # --output_dir is not compared: a moved --out keeps its runs
+    assert run_one(moved, row, 0, data) == saved
+    moved.out.rename(args.out)
+    longer = parse_args(["--out", str(args.out), "--quick", "--epochs", "3"])
+    with pytest.raises(ValueError, match=r"trained with other flags: --epochs 1 \(now: 3\)"):
+        run_one(longer, row, 0, data)
+    (out / "result.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "train_argv"}))
+    with pytest.raises(ValueError, match="does not record the flags it was trained with"):
+        run_one(args, row, 0, data)
+    assert json.loads((out / "result.json").read_text())["metrics"] == {"depth_ard": 0.5}  # kept
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # 12 + 9 + 1 train.py processes, two at a time: about 80 s on 2 quiet cores
 def test_make_table_quick_end_to_end(tmp_path):

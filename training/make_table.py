@@ -10,7 +10,8 @@ GradNorm (``pseudo_grad_norm``), uncertainty, and one beyond-TI method (``--beyo
 ``nash_mtl``; ``--beyond best`` screens all of them on the first seed and keeps the lowest Δm). Every
 (row, seed) is one ``training/train.py`` process (so its peak memory is its own), then ``best.pt`` is scored
 by ``training/evaluate.py``'s code on ``--split`` at ``--output_size``; ``--jobs`` runs train side by side.
-Finished runs (``result.json``) are kept, so an interrupted table continues where it stopped. Without
+Finished runs (``result.json``, with the flags train.py got) are kept, so an interrupted table continues
+where it stopped; a kept run whose flags differ from this command's is an error, not a silent reuse. Without
 ``--data_path`` a synthetic Cityscapes set is generated under ``--out`` (``make_synthetic_cityscapes``) with
 its flow (``make_flow_dataset`` at ``--img_resize``). Definitions (Δm, std):
 ``mtl_perception.learning.results_table``.
@@ -246,16 +247,49 @@ def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
+def check_cached_flags(path: Path, *, saved: list[str] | None, current: list[str]) -> None:
+    """A cached run is reused only if train.py got the same flags (a changed --epochs, --lr or method option
+    in the same --out must not reuse the old runs). --output_dir is left out: the folder may move."""
+
+    def flags(argv: list[str]) -> dict[str, list[str]]:
+        parsed: dict[str, list[str]] = {}
+        name = None
+        for item in argv:
+            if item.startswith("--"):
+                name = item
+                parsed[name] = []
+            elif name is not None:
+                parsed[name].append(item)
+        parsed.pop("--output_dir", None)
+        return parsed
+
+    if saved is None:
+        raise ValueError(f"{path} does not record the flags it was trained with; use another --out")
+    old, new = flags(saved), flags(current)
+    changed = [
+        f"{name} {' '.join(old.get(name, ['(absent)']))} (now: {' '.join(new.get(name, ['(absent)']))})"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
+    if changed:
+        raise ValueError(
+            f"{path} was trained with other flags: {'; '.join(changed)}; use another --out or delete that run"
+        )
+
+
 def run_one(args, row: Row, seed: int, data: Path) -> dict:
     """Train (subprocess), evaluate best.pt, count GMACs; cached in runs/<row>/seed<k>/result.json."""
     from mtl_perception_training import evaluate as evaluate_cli
 
     out = args.out / "runs" / row.key / f"seed{seed}"
+    argv = train_argv(args, row, seed, data, out)
     cached = out / RESULT
     if cached.is_file():
-        return json.loads(cached.read_text())
+        result = json.loads(cached.read_text())
+        check_cached_flags(cached, saved=result.get("train_argv"), current=argv)
+        return result
     start = time.perf_counter()
-    command = [sys.executable, str(TRAIN_SCRIPT), *train_argv(args, row, seed, data, out)]
+    command = [sys.executable, str(TRAIN_SCRIPT), *argv]
     print(f"make_table: {row.key} seed {seed}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     env = dict(os.environ)
     if args.jobs > 1:  # a user's own OMP_NUM_THREADS wins
@@ -283,6 +317,7 @@ def run_one(args, row: Row, seed: int, data: Path) -> dict:
         "train_wall_s": trained_s,
         "total_wall_s": time.perf_counter() - start,
         "jobs": args.jobs,
+        "train_argv": argv,
     }
     atomic_write_bytes(cached, json.dumps(result, indent=2).encode())
     return result
