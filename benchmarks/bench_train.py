@@ -42,7 +42,7 @@ def machine(device: torch.device) -> str:
     return (
         f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; "
-        f"load average {load} at the start (shared with other jobs)"
+        f"load average {load} at the start (1, 5, 15 min; above the core count means shared)"
     )
 
 
