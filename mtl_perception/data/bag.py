@@ -39,6 +39,10 @@ TOPICS = {
 START_TIME_NS = 1_600_000_000 * 10**9
 #: frame-number jumps up to this size inside one sequence are missing frames; larger ones start a new snippet
 MAX_GAP = 10
+# Cityscapes' snippets are unrelated scenes. The node restarts its flow history after a pause longer than
+# reset_gap_factor x flow_dt (10 x 2/17 = 1.18 s by default); a shorter pause between snippets would pair
+# the first frames of a snippet with the last ones of the previous scene.
+SNIPPET_GAP_S = 2.0
 
 
 @dataclass
@@ -197,7 +201,7 @@ def convert(
     with_gt: bool = False,
     semantic_mode: str = "five",
     fps: float = 17.0,
-    snippet_gap_s: float = 1.0,
+    snippet_gap_s: float = SNIPPET_GAP_S,
 ) -> dict[str, int]:
     """Write the bag; returns message counts per topic. Refuses an existing ``out``; on an error (a missing or
     unreadable file) nothing is left at ``out``."""
@@ -313,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--fps", type=positive_float, default=17.0, help="frame rate used when timestamp_sequence is absent"
     )
-    ap.add_argument("--snippet-gap", type=non_negative_float, default=1.0, help="seconds between snippets")
+    ap.add_argument(
+        "--snippet-gap",
+        type=non_negative_float,
+        default=SNIPPET_GAP_S,
+        help="seconds between snippets (longer than the node's reset gap, 10 x 2/17 s by default, so the "
+        "node restarts its flow at each snippet instead of pairing frames of two unrelated scenes)",
+    )
     args = ap.parse_args(argv)
     counts = convert(
         root=args.root,
