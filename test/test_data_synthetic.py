@@ -22,6 +22,7 @@ from mtl_perception.data import (
     read_camera,
     semantic_palette,
 )
+from mtl_perception.data.cityscapes import FLOW_FOLDER
 from mtl_perception.data.synthetic import generate, main, rigid_flow_from_depth
 
 
@@ -107,6 +108,23 @@ def test_generation_is_deterministic_and_refuses_overwrite(tmp_path):
     assert main(["--out", str(tmp_path / "a"), *args[:-1], "8", "--overwrite"]) == 0
     changed = [r for r in files_a if (tmp_path / "a" / r).read_bytes() != before[r]]
     assert any(r.suffix == ".png" for r in changed)  # another seed, another world: --overwrite replaced it
+
+
+def test_overwrite_removes_the_flow_of_the_replaced_frames(tmp_path):
+    """make_flow_dataset counts an existing flow PNG as done; after --overwrite renders another world, the
+    old world's flow must not survive to be paired with the new images."""
+    make_flow_dataset = pytest.importorskip("mtl_perception_training.make_flow_dataset").make_flow_dataset
+    options = {"sequences": 1, "frames": 3, "height": 48, "width": 96, "show_progress": False}
+    flow = {"gap": 2, "device": "cpu", "size": (48, 96), "show_progress": False}
+    generate(tmp_path, "train", seed=7, **options)
+    assert make_flow_dataset(tmp_path, "train", **flow) == {"computed": 1, "skipped": 0}
+    old_flow = sorted((tmp_path / FLOW_FOLDER / "train").rglob("*.png"))
+    assert len(old_flow) == 1
+    old_bytes = old_flow[0].read_bytes()
+    generate(tmp_path, "train", seed=8, overwrite=True, **options)
+    assert not old_flow[0].exists()
+    assert make_flow_dataset(tmp_path, "train", **flow) == {"computed": 1, "skipped": 0}
+    assert old_flow[0].read_bytes() != old_bytes  # the new world's flow
 
 
 # sha256 (first 128 bits) of every file written by the pre-split generator (mtl_perception/data/synthetic.py

@@ -53,6 +53,8 @@ LAYOUT = {
     "vehicle": ("vehicle_sequence", "vehicle.json"),
     "timestamp": ("timestamp_sequence", "timestamp.txt"),
 }
+#: make_flow_dataset's precomputed flow input of the annotated frames (not a Cityscapes folder)
+FLOW_FOLDER = "leftImg8bit_flow_farneback_confidence"
 
 
 @dataclass(frozen=True)

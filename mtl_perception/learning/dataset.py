@@ -22,14 +22,13 @@ import cv2
 import numpy as np
 import torch
 
-from mtl_perception.data.cityscapes import LAYOUT, FrameId, cityscapes_path
+from mtl_perception.data.cityscapes import FLOW_FOLDER, LAYOUT, FrameId, cityscapes_path
 from mtl_perception.data.ground_truth import GroundTruthReader
 from mtl_perception.flow import read_flow_png, read_ti_flow_png
 from mtl_perception.imageio import read_image
 from mtl_perception.learning.augment import align_flow
 
 DEFAULT_ROOT = Path("./data/datasets/cityscapes/data")
-FLOW_FOLDER = "leftImg8bit_flow_farneback_confidence"
 FLOW_SUFFIX = "leftImg8bit_flow.png"
 
 

@@ -6,7 +6,8 @@ request, each deterministic from (seed, city, sequence).
 A run renders into a hidden staging folder inside the dataset root and moves its output into place only
 when every snippet is written, so a failed or interrupted run leaves the dataset as it was. With
 ``overwrite`` the city's folders of the split are replaced as a whole (a shorter rerun leaves no frames of
-the earlier one behind)."""
+the earlier one behind), and make_flow_dataset's flow of that city and split goes with them: it was
+computed from the replaced images, and a rerun of make_flow_dataset would otherwise keep it as done."""
 
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ import numpy as np
 
 from mtl_perception.atomic import staging_directory
 from mtl_perception.cli import WorkerPool, signals_deferred
-from mtl_perception.data.cityscapes import LAYOUT, FrameId, cityscapes_path, depth_to_disparity
+from mtl_perception.data.cityscapes import (
+    FLOW_FOLDER,
+    LAYOUT,
+    FrameId,
+    cityscapes_path,
+    depth_to_disparity,
+)
 
 from .annotation import DEFAULT_FLOW_GAP, annotated_frames
 from .geometry import cityscapes_like_camera
@@ -202,6 +209,11 @@ def _publish(*, stage: Path, root: Path, split: str, city: str, replace: bool) -
     to the staging folder, deleted with it) or, beside existing files of other runs, file by file (those
     were checked not to collide). Signals wait until every folder is in place."""
     with signals_deferred():
+        stale_flow = root / FLOW_FOLDER / split / city
+        if replace and stale_flow.exists():
+            # make_flow_dataset's flow of the frames being replaced: kept, a rerun of it would count those
+            # files as done and train the new images on the old world's flow.
+            stale_flow.rename(stage / f"replaced-{FLOW_FOLDER}")
         for folder in GENERATED_FOLDERS:
             new, target = stage / folder / split / city, root / folder / split / city
             if replace and target.exists():
