@@ -67,6 +67,25 @@ def test_defaults_are_tis_recipe_and_every_flag_has_help(capsys):
     assert "pseudo_grad_norm: 0.75; grad_norm: 1.5" in " ".join(text.split())  # --alpha: both defaults
 
 
+def test_amp_refuses_a_gpu_without_native_bfloat16(monkeypatch):
+    """--amp is bfloat16 autocast; a V100-class card (compute capability 7.0) is named and refused. The CUDA
+    queries are replaced (no GPU here); the real card path runs in benchmarks/gpu_check.py."""
+    from mtl_perception.learning.distributed import DeviceError, check_amp
+
+    check_amp(torch.device("cpu"))  # CPU autocast supports bfloat16: nothing to refuse
+    asked = []
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(including_emulation)
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    with pytest.raises(DeviceError, match=r"Tesla V100-SXM2-16GB \(cuda:1\) has 7\.0; train without --amp"):
+        check_amp(torch.device("cuda", 1))
+    assert asked == [False]  # emulated bfloat16 does not count
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    check_amp(torch.device("cuda", 0))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_seed_commands_name_the_missing_gpus(capsys):
     for command in SEED_COMMANDS:

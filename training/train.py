@@ -35,6 +35,7 @@ from mtl_perception.learning.distributed import (
     all_reduce_mean,
     barrier,
     broadcast_object,
+    check_amp,
     launch,
 )
 from mtl_perception.learning.evaluation import EvalResize, ShardSampler, evaluate
@@ -257,6 +258,8 @@ def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args
 
 
 def train_worker(ctx: DistContext, args) -> dict | None:
+    if args.amp:
+        check_amp(ctx.device)
     output_dir = Path(args.output_dir)
     if ctx.is_main:
         prepare_output_dir(output_dir, overwrite=args.overwrite, resume=args.resume)

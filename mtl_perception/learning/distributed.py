@@ -52,6 +52,19 @@ def check_gpus(gpus: Sequence[int]) -> None:
         )
 
 
+def check_amp(device: torch.device) -> None:
+    """--amp is bfloat16 autocast: refuse a GPU without native bfloat16 (before compute capability 8.0,
+    e.g. V100, T4), where it is emulated or unsupported, with the card named."""
+    if device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False):
+        return
+    major, minor = torch.cuda.get_device_capability(device)
+    raise DeviceError(
+        f"--amp: bfloat16 autocast needs native bfloat16 (compute capability >= 8.0); "
+        f"{torch.cuda.get_device_name(device)} (cuda:{device.index or 0}) has {major}.{minor}; "
+        "train without --amp"
+    )
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 

@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--amp",
         action="store_true",
-        help="bfloat16 autocast (no loss scaling, so the weighting sees the true losses)",
+        help="bfloat16 autocast (no loss scaling, so the weighting sees the true losses); on a GPU it needs "
+        "compute capability >= 8.0 (A100, H100, RTX 30xx and later; refused on V100, T4)",
     )
     run.add_argument("--channels_last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
     run.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs (TI: off; CUDA only)")
