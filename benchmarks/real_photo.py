@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from mtl_perception import demo_figures, pipeline_factory
+from mtl_perception.colormap import colorize, overlay_mask
 from mtl_perception.data.cityscapes import FIVE_CLASS_NAMES, semantic_palette
 from mtl_perception.flow import flow_to_color
-from mtl_perception.pipeline import colorize, overlay_mask
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 17.0

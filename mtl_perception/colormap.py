@@ -1,4 +1,6 @@
-"""Depth as a picture: metres -> rgb8 with a fixed, documented range (the node's ``depth/color``).
+"""The outputs as pictures: depth in metres -> rgb8 with a fixed, documented range (the node's
+``depth/color``), class ids through a palette (``semantic/color``), a mask blended over the frame
+(``motion/overlay``).
 
 A fixed range (not per-frame min/max) so that one colour means one distance in every frame and on every
 robot: inverse depth from ``1/far`` to ``1/near`` onto OpenCV's Turbo colour map (near = red, far = dark
@@ -28,3 +30,20 @@ def colorize_depth(
     rgb = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
     rgb[~valid] = 0
     return rgb
+
+
+def colorize(ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 RGB; ids beyond the palette (e.g. 255) are drawn black."""
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = palette[:256]
+    return lut[ids]
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
+    """Blend ``color`` over the RGB ``image`` where ``mask`` is non-zero (motion overlay)."""
+    out = image.copy()
+    selected = mask.astype(bool)
+    blend = (1.0 - alpha) * image[selected].astype(np.float32) + alpha * np.asarray(color, np.float32)
+    out[selected] = np.round(blend).astype(np.uint8)
+    return out

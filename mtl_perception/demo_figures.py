@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtl_perception.colormap import colorize, overlay_mask
 from mtl_perception.data.cityscapes import FIVE_CLASS_NAMES, semantic_palette
 from mtl_perception.flow import flow_to_color
-from mtl_perception.pipeline import colorize, overlay_mask
 
 MAX_DEPTH_M = 80.0
 MIN_DEPTH_M = 2.0

@@ -409,21 +409,3 @@ def resize_for_network(image: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     )
     # Rounded to whole grey levels: the same values an offline uint8 resize of the frame gives.
     return resized.round_().clamp_(0.0, 255.0)
-
-
-# --------------------------------------------------------------------------------------- visualisation
-def colorize(ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 RGB; ids beyond the palette (e.g. 255) are drawn black."""
-    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(palette)] = palette[:256]
-    return lut[ids]
-
-
-def overlay_mask(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
-    """Blend ``color`` over the RGB ``image`` where ``mask`` is non-zero (motion overlay)."""
-    out = image.copy()
-    selected = mask.astype(bool)
-    blend = (1.0 - alpha) * image[selected].astype(np.float32) + alpha * np.asarray(color, np.float32)
-    out[selected] = np.round(blend).astype(np.uint8)
-    return out

@@ -11,14 +11,13 @@ import pytest
 import torch
 
 from mtl_perception import device_io
+from mtl_perception.colormap import colorize, overlay_mask
 from mtl_perception.flow import COMMON, CONFIDENCE_MODES, DEFAULT_CONFIDENCE_MODE, calc_optical_flow_farneback
 from mtl_perception.pipeline import (
     FlowInput,
     NonFiniteOutputError,
     PerceptionPipeline,
     StageTimer,
-    colorize,
-    overlay_mask,
 )
 
 H, W = 48, 64

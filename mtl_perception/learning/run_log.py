@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from mtl_perception.atomic import atomic_write_bytes
+from mtl_perception.colormap import colorize
 from mtl_perception.data.cityscapes import semantic_palette
 from mtl_perception.demo_figures import depth_to_color
 from mtl_perception.learning.output_dir import METRICS, TENSORBOARD
-from mtl_perception.pipeline import colorize
 
 MOTION_PALETTE = np.array([(0, 0, 0), (255, 64, 0)], dtype=np.uint8)
 

@@ -18,8 +18,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
-from mtl_perception.colormap import colorize_depth
-from mtl_perception.pipeline import NonFiniteOutputError, colorize, overlay_mask
+from mtl_perception.colormap import colorize, colorize_depth, overlay_mask
+from mtl_perception.pipeline import NonFiniteOutputError
 from mtl_perception.pipeline_factory import (
     ConfigError,
     PipelineConfig,
