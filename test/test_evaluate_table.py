@@ -157,6 +157,33 @@ def test_a_cached_run_is_reused_only_with_the_same_train_flags(tmp_path):
     assert json.loads((out / "result.json").read_text())["metrics"] == {"depth_ard": 0.5}  # kept
 
 
+@pytest.mark.timeout(600)
+def test_make_table_ti_setting_trains_tis_network_on_the_given_root(tmp_path):
+    """The command a user runs on Cityscapes (--preset ti --data_path ROOT), shrunk to one short run: the
+    row trains TI's network (5.481 GMACs at 384x768 with 5 semantic classes, docs/benchmarks.md; TI's 5.71
+    is its 19-class head with the ericsun block) on that root, and nothing is generated."""
+    pytest.importorskip("mtl_perception_training.train")
+    from train_fixtures import SPLIT, train_root
+
+    from mtl_perception_training.make_table import parse_args, run_one
+
+    root = train_root()
+    args = parse_args(
+        [
+            "--out", str(tmp_path / "table"), "--preset", "ti", "--data_path", str(root), "--split", SPLIT,
+            "--img_resize", "64", "128", "--output_size", "128", "256", "--epochs", "1", "--batch_size", "2",
+            "--warmup_epochs", "0", "--milestones", "--workers", "0",
+        ]
+    )  # fmt: skip
+    assert (args.lr, tuple(args.seeds), args.jobs) == (1e-4, (0, 1, 2), 1)  # TI's recipe, one run at a time
+    result = run_one(args, ROWS[3], 0, root)  # vanilla, seed 0
+    argv = result["train_argv"]
+    assert argv[argv.index("--preset") + 1] == "ti" and argv[argv.index("--data_path") + 1] == str(root)
+    assert result["gmacs"] == pytest.approx(5.481, abs=0.001)
+    assert all(math.isfinite(result["metrics"][k]) for k in ("depth_ard", "semantic_miou", "motion_miou"))
+    assert not (tmp_path / "table" / "data").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # 12 + 9 + 1 train.py processes, two at a time: about 80 s on 2 quiet cores
 def test_make_table_quick_end_to_end(tmp_path):
