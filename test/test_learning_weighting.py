@@ -251,3 +251,32 @@ def test_famo_matches_torchjd_famo_over_steps():
     assert clone._optimizer.state_dict()["state"][0]["step"] == 6
     with pytest.raises(RuntimeError, match="after_step called before backward"):
         clone.after_step(losses_after=after)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("grad_norm", {}), ("grad_norm", {"gradnorm_mode": "libmtl"}), ("uncertainty", {})],
+)
+def test_weighting_parameter_gradients_are_in_the_amp_scaled_space(method, options):
+    """Under a GradScaler every gradient the optimizer sees must carry the scale, so that unscale_ (which
+    divides them all) gives the true one: the methods that write their weights' gradient by hand too."""
+    grads = []
+    for grad_scaler in (None, torch.amp.GradScaler("cpu", init_scale=1024.0)):
+        torch.manual_seed(0)
+        net = ToyNet(TASKS)
+        x, targets = toy_batch(0)
+        weighting = build_weighting(method, tasks=TASKS, **options)
+        weighting.end_epoch(mean_losses={task: 1.0 for task in TASKS})  # LibMTL GradNorm: past epoch 0
+        for _ in range(2):  # the paper's GradNorm records L(0) on its first step
+            net.zero_grad()
+            weighting.zero_grad()
+            outputs, features = net(x, return_features=True)
+            weighting.backward(
+                toy_losses(outputs, targets, TASKS), shared_features=features, grad_scaler=grad_scaler
+            )
+        (parameter,) = weighting.parameters()
+        grads.append((parameter.grad.clone(), net.first.weight.grad.clone()))
+    (plain_weights, plain_net), (scaled_weights, scaled_net) = grads
+    assert plain_weights.abs().sum() > 0
+    torch.testing.assert_close(scaled_weights, 1024.0 * plain_weights, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(scaled_net, 1024.0 * plain_net, rtol=1e-4, atol=1e-6)

@@ -155,7 +155,8 @@ class GradNorm(TaskWeighting):
         ratio = (pooled / self.initial_losses).float().to(used.device)
         target = (norms.mean() * (ratio / ratio.mean()).pow(self.alpha)).detach()
         # d/dw_i sum_j |w_j n_j - target_j| = sign(G_i - target_i) n_i (target held constant, as the paper).
-        grad = torch.sign(norms - target) * norms / used
+        # Times the AMP scale, as autograd's gradients of the network: GradScaler.unscale_ divides all alike.
+        grad = torch.sign(norms - target) * norms / used * scale
         self.loss_scale.grad = grad if self.loss_scale.grad is None else self.loss_scale.grad + grad
         return used
 
@@ -187,6 +188,7 @@ class GradNorm(TaskWeighting):
                 constant_term = (g * (r_i**self.alpha)).detach()
                 l_grad = (g_per_loss - constant_term).abs().sum(0)
                 (grad,) = torch.autograd.grad(l_grad, self.loss_scale)
+            grad = grad * scale  # in the scaled space of the network's gradients (GradScaler.unscale_)
             self.loss_scale.grad = grad if self.loss_scale.grad is None else self.loss_scale.grad + grad
             return [torch.einsum("i, i... -> ...", loss_weight, p.to(loss_weight.dtype)) for p in per_feature]
 
