@@ -75,6 +75,7 @@ def time_steps(preset: str, method: str, args, device: torch.device) -> dict:
         epochs=1,
         freeze_bn=False,
         amp=args.amp,
+        amp_dtype=None,  # bfloat16 (train.py's --amp default)
         channels_last=args.channels_last,
         output_dir=".",
         batch_size=args.batch_size,

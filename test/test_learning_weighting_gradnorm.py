@@ -186,3 +186,32 @@ def test_grad_norm_paper_mode_sum_and_direction():
         optimizer.step()
     # GradNorm equalises gradient norms at W: the 10x harder task (10x larger gradients) is weighted down.
     assert weights["semantic"] < 0.5 * weights["depth"]
+
+
+def test_pseudo_grad_norm_skips_a_float16_overflow_step():
+    """A GradScaler whose scale overflows the backward (inf gradients; the scaler then skips the optimizer
+    step) must not feed the inf norms to TI's EMAs: weights and buffers stay as they were, and the next,
+    finite step updates them again."""
+    torch.manual_seed(0)
+    net = ToyNet(TASKS)
+    x, targets = toy_batch(0, scales=(1.0, 3.0, 100.0))  # the gradient at F of the last task: norm > 2
+    weighting = build_weighting("pseudo_grad_norm", tasks=TASKS, weight_lr=0.1)
+
+    def step(grad_scaler):
+        net.zero_grad()
+        outputs, features = net(x, return_features=True)
+        return weighting.backward(
+            toy_losses(outputs, targets, TASKS), shared_features=features, grad_scaler=grad_scaler
+        )
+
+    step(None)
+    before = {k: v.clone() for k, v in weighting.state_dict().items()}
+    overflowing = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    weights = step(overflowing)
+    assert not torch.isfinite(net.first.weight.grad).all()  # the overflow happened
+    assert list(weights.values()) == pytest.approx(before["weights"].tolist())
+    for key, value in weighting.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    step(torch.amp.GradScaler("cpu", init_scale=1024.0))
+    assert int(weighting.state_dict()["steps"]) == 2
+    assert not torch.equal(weighting.state_dict()["weights"], before["weights"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,35 @@ def test_defaults_are_tis_recipe_and_every_flag_has_help(capsys):
     assert "pseudo_grad_norm: 0.75; grad_norm: 1.5" in " ".join(text.split())  # --alpha: both defaults
 
 
+def test_float16_amp_scales_the_loss_and_resumes_bit_exactly(tmp_path, torch_one_thread):
+    """--amp --amp_dtype float16 (a GradScaler; CPU autocast here): 2 epochs straight == 1 + --resume, the
+    GradScaler's scale and growth tracker included; TI's GradNorm weights stay finite through the overflowing
+    first steps."""
+    root = train_root()
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    common = ("--multi_task_type", "pseudo_grad_norm", "--amp", "--amp_dtype", "float16", "--no-export_onnx")
+    common += ("--lr", "1e-3", "--warmup_epochs", "0", "--tensorboard_images", "0")
+    train.main(train.parse_args(tiny_args(root, straight, "--epochs", "2", *common)))
+    train.main(train.parse_args(tiny_args(root, resumed, "--epochs", "1", *common)))
+    first = _checkpoint(resumed)["grad_scaler"]
+    # float16 overflows at the initial scale 2^16: those steps are skipped and the scale halves each time.
+    assert first["scale"] < 65536.0 and math.log2(first["scale"]).is_integer()
+    resume = ("--resume", str(resumed / "checkpoint.pt"))
+    train.main(train.parse_args(tiny_args(root, resumed, "--epochs", "2", *common, *resume)))
+    a, b = _checkpoint(straight), _checkpoint(resumed)
+    assert a["grad_scaler"] == b["grad_scaler"]
+    for part in ("model", "weighting"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+    assert _metrics_without_timing(straight) == _metrics_without_timing(resumed)
+    records = json.loads((straight / "metrics.json").read_text())
+    assert all(np.isfinite(r[f"weight/{t}"]) for r in records for t in ("depth", "semantic", "motion"))
+    # A bfloat16 checkpoint is not resumed as float16 (the flags differ), and --amp_dtype needs --amp.
+    assert train.cli(tiny_args(root, tmp_path / "other", "--amp", *resume)) == 2
+    assert train.cli(tiny_args(root, tmp_path / "other", "--amp_dtype", "float16")) == 2
+    assert not (tmp_path / "other").exists()
+
+
 def test_amp_refuses_a_gpu_without_native_bfloat16(monkeypatch):
     """--amp is bfloat16 autocast; a V100-class card (compute capability 7.0) is named and refused. The CUDA
     queries are replaced (no GPU here); the real card path runs in benchmarks/gpu_check.py."""
@@ -79,9 +109,12 @@ def test_amp_refuses_a_gpu_without_native_bfloat16(monkeypatch):
     )
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
-    with pytest.raises(DeviceError, match=r"Tesla V100-SXM2-16GB \(cuda:1\) has 7\.0; train without --amp"):
+    with pytest.raises(
+        DeviceError, match=r"Tesla V100-SXM2-16GB \(cuda:1\) has 7\.0; use --amp --amp_dtype float16"
+    ):
         check_amp(torch.device("cuda", 1))
     assert asked == [False]  # emulated bfloat16 does not count
+    check_amp(torch.device("cuda", 1), torch.float16)  # float16 runs on every CUDA GPU
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     check_amp(torch.device("cuda", 0))
 

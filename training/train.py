@@ -182,8 +182,11 @@ def to_device(batch: dict, ctx: DistContext, channels_last: bool) -> dict:
     }
 
 
-def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args, epoch, global_step, log):
-    """One pass over the training split; returns (the epoch's record, global_step)."""
+def train_one_epoch(
+    model, criterion, weighting, optimizer, loader, *, ctx, args, epoch, global_step, log, grad_scaler=None
+):
+    """One pass over the training split; returns (the epoch's record, global_step). ``grad_scaler``: the
+    float16 GradScaler (--amp_dtype float16); the weighting scales the backward by its scale itself."""
     model.train()
     if args.freeze_bn:  # BatchNorm as a fixed affine map: running statistics, never updated
         for m in model.modules():
@@ -192,9 +195,9 @@ def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args
     net = getattr(model, "module", model)
     shared_parameters = list(net.trunk[-1].parameters())  # GradNorm (paper): the last shared layer
     tasks = net.tasks
-    amp = torch.autocast(ctx.device.type, dtype=torch.bfloat16) if args.amp else contextlib.nullcontext()
+    amp = torch.autocast(ctx.device.type, dtype=amp_dtype(args)) if args.amp else contextlib.nullcontext()
     loss_sums = torch.zeros(len(tasks), dtype=torch.float64)
-    weight_sums = dict.fromkeys(tasks, 0.0)
+    weight_sums, weight_steps = dict.fromkeys(tasks, 0.0), 0
     steps, start = 0, time.perf_counter()
     bar = tqdm(
         loader,
@@ -225,15 +228,23 @@ def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args
                 + f"; training stopped, {kept}"
             )
         optimizer.zero_grad(set_to_none=True)
-        weights = weighting.backward(losses, shared_features=features, shared_parameters=shared_parameters)
-        optimizer.step()
+        weights = weighting.backward(
+            losses, shared_features=features, shared_parameters=shared_parameters, grad_scaler=grad_scaler
+        )
+        if grad_scaler is None:
+            optimizer.step()
+        else:  # unscales, and skips the step if a gradient overflowed float16 (then lowers the scale)
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
         if weighting.needs_losses_after_step:  # FAMO: the same batch, re-evaluated after the step
             with torch.no_grad(), amp:
                 after = criterion(model(batch["image"], batch.get("flow")), batch)
             weighting.after_step(losses_after={t: after[t].float() for t in tasks})
         loss_sums += mean
-        for t in tasks:
-            weight_sums[t] += float(weights[t])
+        if all(math.isfinite(w) for w in weights.values()):  # NaN: a float16 overflow step (skipped)
+            weight_steps += 1
+            for t in tasks:
+                weight_sums[t] += float(weights[t])
         steps += 1
         global_step += 1
         if log is not None:
@@ -250,16 +261,20 @@ def train_one_epoch(model, criterion, weighting, optimizer, loader, *, ctx, args
     record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
     for i, t in enumerate(tasks):
         record[f"loss/{t}"] = float(loss_sums[i]) / max(steps, 1)
-        record[f"weight/{t}"] = weight_sums[t] / max(steps, 1)
+        record[f"weight/{t}"] = weight_sums[t] / weight_steps if weight_steps else float("nan")
     record["time_per_step_s"] = elapsed / max(steps, 1)
     record["samples_per_s"] = steps * args.batch_size / elapsed if elapsed > 0 else 0.0
     record["peak_memory_mb"] = peak_memory_mb(ctx.device)
     return record, global_step
 
 
+def amp_dtype(args) -> torch.dtype:
+    return torch.float16 if args.amp_dtype == "float16" else torch.bfloat16
+
+
 def train_worker(ctx: DistContext, args) -> dict | None:
     if args.amp:
-        check_amp(ctx.device)
+        check_amp(ctx.device, amp_dtype(args))
     output_dir = Path(args.output_dir)
     if ctx.is_main:
         prepare_output_dir(output_dir, overwrite=args.overwrite, resume=args.resume)
@@ -286,6 +301,9 @@ def train_worker(ctx: DistContext, args) -> dict | None:
     criterion = build_criterion(
         tasks=model.tasks, class_weights=class_weights, class_weight_probability=args.class_weight_probability
     )
+    grad_scaler = None
+    if args.amp and args.amp_dtype == "float16":
+        grad_scaler = torch.amp.GradScaler(ctx.device.type)
     start_epoch, global_step, best, history = 0, 0, None, []
     if args.resume:
         start_epoch, global_step, best, history = restore_training_state(
@@ -296,6 +314,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
             weighting=weighting,
             sampler=sampler,
             loader_generator=generator,
+            grad_scaler=grad_scaler,
         )
         if ctx.is_main:
             carry_best_checkpoint(Path(args.resume).parent, output_dir)
@@ -326,6 +345,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                 epoch=epoch,
                 global_step=global_step,
                 log=log,
+                grad_scaler=grad_scaler,
             )
             scheduler.step()
             weighting.end_epoch(mean_losses={t: record[f"loss/{t}"] for t in net.tasks})
@@ -372,6 +392,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                     history=log.history,
                     loader_generator=generator,
                     run_config=run_config(args),
+                    grad_scaler=grad_scaler,
                 )
             best = broadcast_object(best)
             barrier()

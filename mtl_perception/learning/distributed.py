@@ -52,16 +52,18 @@ def check_gpus(gpus: Sequence[int]) -> None:
         )
 
 
-def check_amp(device: torch.device) -> None:
-    """--amp is bfloat16 autocast: refuse a GPU without native bfloat16 (before compute capability 8.0,
-    e.g. V100, T4), where it is emulated or unsupported, with the card named."""
-    if device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False):
+def check_amp(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> None:
+    """Refuse bfloat16 autocast on a GPU without native bfloat16 (before compute capability 8.0, e.g. V100,
+    T4), where it is emulated or unsupported, with the card named; float16 runs on every CUDA GPU."""
+    if dtype != torch.bfloat16 or device.type != "cuda":
+        return
+    if torch.cuda.is_bf16_supported(including_emulation=False):
         return
     major, minor = torch.cuda.get_device_capability(device)
     raise DeviceError(
         f"--amp: bfloat16 autocast needs native bfloat16 (compute capability >= 8.0); "
         f"{torch.cuda.get_device_name(device)} (cuda:{device.index or 0}) has {major}.{minor}; "
-        "train without --amp"
+        "use --amp --amp_dtype float16 (loss scaling) or train without --amp"
     )
 
 

@@ -147,7 +147,10 @@ class MultiTaskCriterion:
         weighted = self._weights_this_step()
         losses = {}
         for task in self.tasks:
-            pred, target = outputs[task], batch[task].to(outputs[task].device, non_blocking=True)
+            # In float32 under autocast too: a float16 sum over a batch of depths in metres overflows (65504),
+            # and bfloat16 would round the depth targets to 8 bits of mantissa (0.2 m at 50 m).
+            pred = outputs[task].float()
+            target = batch[task].to(pred.device, non_blocking=True)
             if task == "depth":
                 losses[task] = depth_loss(pred, target)
             else:

@@ -170,8 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--amp",
         action="store_true",
-        help="bfloat16 autocast (no loss scaling, so the weighting sees the true losses); on a GPU it needs "
-        "compute capability >= 8.0 (A100, H100, RTX 30xx and later; refused on V100, T4)",
+        help="mixed precision: autocast in --amp_dtype (default bfloat16: no loss scaling, so the weighting "
+        "sees the true losses; on a GPU it needs compute capability >= 8.0: A100, H100, RTX 30xx and later)",
+    )
+    run.add_argument(
+        "--amp_dtype",
+        choices=("bfloat16", "float16"),
+        default=None,
+        help="with --amp: bfloat16 (default) or float16 with dynamic loss scaling (a GradScaler; every "
+        "weighting method undoes the scale before it measures gradients), for V100, T4 and other GPUs "
+        "without bfloat16",
     )
     run.add_argument("--channels_last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
     run.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs (TI: off; CUDA only)")
@@ -207,6 +215,8 @@ def check_args(args) -> None:
     for flag in ("epochs", "evaluate_every"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} {getattr(args, flag)}: must be >= 1")
+    if args.amp_dtype is not None and not args.amp:
+        raise ValueError(f"--amp_dtype {args.amp_dtype}: mixed precision is off; add --amp")
     if args.sync_bn and not args.gpus and (args.device or "cpu") == "cpu":
         raise ValueError("--sync_bn: torch's SyncBatchNorm runs on CUDA only; leave it out on the CPU")
     if args.class_weights == "ti" and "semantic" in args.tasks and args.semantic_mode == "trainid":

@@ -97,6 +97,7 @@ def save_training_state(
     history: list[dict],
     loader_generator: torch.Generator | None,
     run_config: dict,
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Atomically write the run's state after ``epoch`` completed epochs (the previous file is replaced
     only once the new one is complete). ``model`` is the bare network, not its DDP wrapper."""
@@ -117,14 +118,20 @@ def save_training_state(
         "rng": capture_rng_state(loader_generator),
         "run_config": run_config,
     }
+    if grad_scaler is not None:  # --amp_dtype float16: the loss scale and its growth tracker
+        state["grad_scaler"] = grad_scaler.state_dict()
     atomic_torch_save(state, path, overwrite=True)
     return path
 
 
 def restore_training_state(
-    state: dict, *, model, optimizer, scheduler, weighting, sampler, loader_generator
+    state: dict, *, model, optimizer, scheduler, weighting, sampler, loader_generator, grad_scaler=None
 ) -> tuple[int, int, dict | None, list[dict]]:
     """Load a saved state into freshly built objects; returns (epoch, global_step, best, history)."""
+    if grad_scaler is not None:
+        if "grad_scaler" not in state:
+            raise CheckpointError("the checkpoint holds no GradScaler state (--amp_dtype float16)")
+        grad_scaler.load_state_dict(state["grad_scaler"])
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -76,7 +76,9 @@ class TaskWeighting(nn.Module, abc.ABC):
         del shared_parameters  # part of the shared interface; the methods here act at the features
         stacked = self.stack_losses(losses)
         features = self._checked_features(shared_features) if self.needs_features else ()
-        scale = float(grad_scaler.get_scale()) if grad_scaler is not None else 1.0
+        # GradScaler.scale (not get_scale) also creates the scale on the losses' device on the first step,
+        # which GradScaler.step needs.
+        scale = float(grad_scaler.scale(stacked.new_ones(()))) if grad_scaler is not None else 1.0
         task_losses = [losses[task] for task in self.tasks]
         weights = self._backward(stacked, task_losses=task_losses, features=features, scale=scale)
         return {task: float(w) for task, w in zip(self.tasks, weights.tolist(), strict=True)}

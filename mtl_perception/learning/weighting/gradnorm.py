@@ -69,6 +69,9 @@ class PseudoGradNorm(TaskWeighting):
         grads = FeatureGradients(task_losses, features[:1])
         grads.run(self.scaled(weighted.sum(), scale))
         norms = pooled_norms([task[0] for task in grads.per_task], scale).double().to(self.weights.device)
+        if not bool(torch.isfinite(norms).all()):
+            # A float16 overflow: the GradScaler skips this step, and the EMAs must not take the inf.
+            return used.float()
         self.update(losses=all_reduce_mean(losses.detach()).double().to(self.weights.device), norms=norms)
         return used.float()
 
