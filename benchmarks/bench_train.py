@@ -27,12 +27,23 @@ from pathlib import Path
 import torch
 from machine import cpu_name  # benchmarks/machine.py (sys.path[0] when run as a script)
 
-from mtl_perception.data.cityscapes import num_semantic_classes
-from mtl_perception.learning.distributed import DistContext
-from mtl_perception.learning.losses import build_criterion
-from mtl_perception.learning.weighting import build_weighting
-from mtl_perception.model import build_model
-from mtl_perception_training import train
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # a lent GPU's image runs the checkout as it is, nothing installed
+
+from mtl_perception.data.cityscapes import num_semantic_classes  # noqa: E402
+from mtl_perception.learning.distributed import DistContext  # noqa: E402
+from mtl_perception.learning.losses import build_criterion  # noqa: E402
+from mtl_perception.learning.weighting import build_weighting  # noqa: E402
+from mtl_perception.model import build_model  # noqa: E402
+
+try:
+    from mtl_perception_training import train
+except ImportError:  # not installed: training/train.py of the checkout (setup.py maps it to that name)
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("train", ROOT / "training" / "train.py")
+    train = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(train)
 
 
 def machine(device: torch.device) -> str:

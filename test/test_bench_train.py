@@ -31,3 +31,28 @@ def test_bench_train_times_the_step_and_the_loader(tmp_path):
         assert row["time_per_step_s"] > 0 and row["samples_per_s"] > 0 and row["peak_memory_mb"] > 0
     assert result["loader"]["samples_per_s"] > 0
     assert "| lite | upgrad | 32x64 | 2 | bf16 | True |" in done.stdout
+
+
+# The lent GPU's image: the checkout as it is (no mtl_perception_training installed), no torchjd, no ROS.
+AS_ON_THE_GPU_IMAGE = """
+import runpy, sys
+for name in ("mtl_perception_training", "torchjd", "rclpy"):
+    sys.modules[name] = None  # import fails, as where the package is absent
+sys.path.insert(0, "benchmarks")
+sys.argv = ["benchmarks/bench_train.py", "--presets", "lite", "--size", "32", "64", "--steps", "1", "--amp",
+            "--json", sys.argv[1]]
+runpy.run_path("benchmarks/bench_train.py", run_name="__main__")  # an import of torchjd would fail here
+"""
+
+
+def test_bench_train_runs_from_a_bare_checkout_without_torchjd(tmp_path):
+    out = tmp_path / "train.json"
+    done = subprocess.run(
+        [sys.executable, "-c", AS_ON_THE_GPU_IMAGE, str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert [r["method"] for r in json.loads(out.read_text())["steps"]] == ["vanilla"]

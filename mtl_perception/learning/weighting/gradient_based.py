@@ -12,18 +12,29 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torchjd import aggregation
 
 from .base import FeatureGradients, TaskWeighting, all_reduce_sum, world_size
+
+if TYPE_CHECKING:
+    from torchjd import aggregation
 
 log = logging.getLogger(__name__)
 
 
+def _torchjd():
+    """torchjd's aggregation module, imported on first use: it pulls cvxpy and several QP solvers, which
+    the loss-based methods (and a GPU image without them) do not need."""
+    from torchjd import aggregation
+
+    return aggregation
+
+
 def _nash_mtl(tasks: int, options: dict) -> aggregation.Aggregator:
-    return aggregation.NashMTL(
+    return _torchjd().NashMTL(
         n_tasks=tasks,
         max_norm=options["nash_max_norm"],
         update_weights_every=options["nash_update_every"],
@@ -34,14 +45,14 @@ def _nash_mtl(tasks: int, options: dict) -> aggregation.Aggregator:
 AGGREGATORS: dict[
     str, tuple[Callable[[int, dict], aggregation.Aggregator], dict[str, tuple[object, str]]]
 ] = {
-    "upgrad": (lambda tasks, options: aggregation.UPGrad(), {}),
-    "pcgrad": (lambda tasks, options: aggregation.PCGrad(), {}),
+    "upgrad": (lambda tasks, options: _torchjd().UPGrad(), {}),
+    "pcgrad": (lambda tasks, options: _torchjd().PCGrad(), {}),
     "cagrad": (
-        lambda tasks, options: aggregation.CAGrad(c=options["cagrad_c"]),
+        lambda tasks, options: _torchjd().CAGrad(c=options["cagrad_c"]),
         {"cagrad_c": (0.4, "cagrad: radius c of the ball around the mean gradient (CAGrad/Nash-MTL code)")},
     ),
-    "imtl_g": (lambda tasks, options: aggregation.IMTLG(), {}),
-    "aligned_mtl": (lambda tasks, options: aggregation.AlignedMTL(), {}),
+    "imtl_g": (lambda tasks, options: _torchjd().IMTLG(), {}),
+    "aligned_mtl": (lambda tasks, options: _torchjd().AlignedMTL(), {}),
     "nash_mtl": (
         _nash_mtl,
         {
@@ -97,7 +108,7 @@ class JacobianAggregation(TaskWeighting):
             weights = self.aggregator.weighting(jacobian)
         else:
             gramian = all_reduce_sum(jacobian @ jacobian.T) / world_size() ** 2
-            if isinstance(self.aggregator, aggregation.GramianWeightedAggregator):
+            if isinstance(self.aggregator, _torchjd().GramianWeightedAggregator):
                 weights = self.aggregator.gramian_weighting(gramian)
             else:
                 # Nash-MTL reads the matrix only through J J^T (and ||w @ J||): any R with R R^T = the
