@@ -302,7 +302,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
         tasks=model.tasks, class_weights=class_weights, class_weight_probability=args.class_weight_probability
     )
     grad_scaler = None
-    if args.amp and args.amp_dtype == "float16":
+    if args.amp and amp_dtype(args) == torch.float16:
         grad_scaler = torch.amp.GradScaler(ctx.device.type)
     start_epoch, global_step, best, history = 0, 0, None, []
     if args.resume:

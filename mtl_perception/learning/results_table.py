@@ -79,7 +79,7 @@ def pick_beyond(
     if not screening:
         raise ValueError("pick_beyond: no screening runs")
     scores = {m: delta_m(run["metrics"], baseline, HIGHER_IS_BETTER) for m, run in screening.items()}
-    return min(scores, key=lambda m: (scores[m], list(screening).index(m))), scores
+    return min(scores, key=scores.__getitem__), scores  # min keeps the first of equal keys
 
 
 def _stats(values: Sequence[float]) -> dict:
