@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from mtl_perception.cli import signals_deferred
+
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _TOKEN = re.compile(r"\.~[0-9a-f]{12}")  # marks every temporary name this module makes
 _swept: set[Path] = set()
@@ -133,8 +135,12 @@ def atomic_path(
     elif not path.parent.is_dir():
         raise FileNotFoundError(f"output directory {path.parent} does not exist")
     sweep_stale_temporaries(path.parent)
-    tmp, lock = _create_locked(_make_file, path, path.suffix or ".tmp")
+    tmp = lock = None
     try:
+        # SIGINT/SIGTERM held back while the file is made, so the name is known to the cleanup below
+        # before a signal can end the run (a signal there once left the temporary behind).
+        with signals_deferred():
+            tmp, lock = _create_locked(_make_file, path, path.suffix or ".tmp")
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -150,9 +156,10 @@ def atomic_path(
         # that hit a full disk), would puzzle them
         raise type(error)(error.errno, f"{error.strerror} (writing it)", str(path)) from error
     finally:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
-        os.close(lock)
+        if tmp is not None:
+            with suppress(FileNotFoundError):
+                tmp.unlink()
+            os.close(lock)
 
 
 @contextmanager
@@ -162,12 +169,15 @@ def staging_directory(beside: str | os.PathLike) -> Iterator[Path]:
     beside = Path(beside)
     beside.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(beside.parent)
-    folder, lock = _create_locked(lambda name: name.mkdir(), beside, ".staging")
+    folder = lock = None
     try:
+        with signals_deferred():  # as in atomic_path: no signal between mkdir and the cleanup knowing it
+            folder, lock = _create_locked(lambda name: name.mkdir(), beside, ".staging")
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.close(lock)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.close(lock)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:

@@ -1,6 +1,7 @@
 """mtl_perception.atomic: a failed write leaves the old file and no temporary behind; no silent overwrite."""
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -92,3 +93,21 @@ def test_replacing_keeps_the_existing_mode(tmp_path, umask):
     atomic_write_bytes(tmp_path / "atomic.pt", b"new")
     assert _mode(tmp_path / "atomic.pt") == _mode(tmp_path / "plain.pt") == 0o640
     assert (tmp_path / "atomic.pt").read_bytes() == b"new"
+
+
+def test_a_signal_while_the_temporary_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """Regression (a flaky export SIGTERM test): a signal right after the temporary file was created, before
+    atomic_path's cleanup knew its name, left the hidden file behind."""
+    from mtl_perception import atomic
+
+    real = atomic._make_file
+
+    def make_then_interrupt(name):
+        real(name)
+        signal.raise_signal(signal.SIGINT)  # Python's default handler: KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "_make_file", make_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_path(tmp_path / "m.onnx"):
+            pytest.fail("the deferred signal is raised before the block runs")
+    assert list(tmp_path.iterdir()) == []
