@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from mtl_perception.cli import signals_deferred
+from mtl_perception.signals import signals_deferred
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _TOKEN = re.compile(r"\.~[0-9a-f]{12}")  # marks every temporary name this module makes

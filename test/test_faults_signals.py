@@ -206,12 +206,12 @@ def test_export_model_signals_leave_no_temporary_file(tmp_path):
     """Regression: export used to leave its mkstemp temporary `.m.onnx.<random>.onnx` (0 bytes when killed
     early) after SIGTERM and SIGKILL. SIGTERM now leaves nothing; a SIGKILL leftover is removed by the next
     export into the folder."""
-    from mtl_perception.inference.export import main
+    from mtl_perception.inference.export_cli import main
 
     out = tmp_path / "m.onnx"
     argv = ["--preset", "lite", "--height", "32", "--width", "64", "--out", out]
     for signum in (signal.SIGTERM, signal.SIGKILL):
-        process = _slowed("onnx", "load", 30, "mtl_perception.inference.export", argv)
+        process = _slowed("onnx", "load", 30, "mtl_perception.inference.export_cli", argv)
         _wait_for(lambda: _leftovers(tmp_path), process)
         code, err = _stop(process, signum)
         if signum == signal.SIGTERM:
@@ -242,7 +242,7 @@ def test_sigterm_ends_play_bag_with_143(tmp_path):
 
 def test_a_signal_while_publishing_waits_until_every_folder_is_in_place():
     """The synthetic generator moves its folders into place under signals_deferred: all, then the signal."""
-    from mtl_perception.cli import Terminated, signals_deferred, signals_raise
+    from mtl_perception.signals import Terminated, signals_deferred, signals_raise
 
     moved = []
     with pytest.raises(Terminated), signals_raise():

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from mtl_perception.atomic import atomic_path
-from mtl_perception.cli import image_size, tool_main, torch_device
+from mtl_perception.cli import image_size, tool_main
+from mtl_perception.device import torch_device
 from mtl_perception.imageio import read_image
 
 from .api import calc_optical_flow_farneback

@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 
 from mtl_perception.atomic import staging_directory
-from mtl_perception.cli import WorkerPool, signals_deferred
 from mtl_perception.data.cityscapes import (
     FLOW_FOLDER,
     LAYOUT,
@@ -27,6 +26,7 @@ from mtl_perception.data.cityscapes import (
     cityscapes_path,
     depth_to_disparity,
 )
+from mtl_perception.signals import WorkerPool, signals_deferred
 
 from .annotation import DEFAULT_FLOW_GAP, annotated_frames
 from .geometry import cityscapes_like_camera
