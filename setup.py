@@ -12,7 +12,10 @@ setup(
     version="0.1.0",
     # The top-level training/ scripts install as `mtl_perception_training` (never as a generic `training`
     # package that would collide with other software); what they import lives in mtl_perception.learning.
-    packages=find_packages(include=["mtl_perception", "mtl_perception.*"]) + ["mtl_perception_training"],
+    # The two data folders are listed as packages (they hold no module): setuptools installs package data
+    # only for listed packages, and warns that anything else is installed "as data" by a deprecated path.
+    packages=find_packages(include=["mtl_perception", "mtl_perception.*"])
+    + ["mtl_perception.model.weights", "mtl_perception.ros.fastdds", "mtl_perception_training"],
     package_dir={"mtl_perception_training": "training"},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
@@ -24,8 +27,8 @@ setup(
     # (mtl_perception/ros/transport.py finds them next to the module) and the shipped trained model
     # (mtl_perception.model.shipped), installed with the package, editable or not.
     package_data={
-        "mtl_perception.ros": ["fastdds/*.xml"],
-        "mtl_perception.model": ["weights/*.pt", "weights/*.onnx", "weights/*.json"],
+        "mtl_perception.ros.fastdds": ["*.xml"],
+        "mtl_perception.model.weights": ["*.pt", "*.onnx", "*.json"],
     },
     include_package_data=True,
     install_requires=["setuptools"],
@@ -41,7 +44,7 @@ setup(
             "flow_tool = mtl_perception.flow.cli:main",
             # issue 3: model, complexity, export
             "model_complexity = mtl_perception.model.complexity:main",
-            "export_model = mtl_perception.inference.export:main",
+            "export_model = mtl_perception.inference.export_cli:main",
             # issue 4: data
             "make_synthetic_cityscapes = mtl_perception.data.synthetic.cli:main",
             "cityscapes_to_bag = mtl_perception.data.bag:main",

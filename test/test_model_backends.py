@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from contracts import contract_of
 
 from mtl_perception.inference import OnnxRuntimeBackend, TorchBackend, create_backend
 from mtl_perception.inference.export import export_onnx
@@ -29,8 +30,9 @@ def files(tmp_path_factory):
     with torch.no_grad():
         model(*_inputs(2, seed=5))
     model.eval()
-    ckpt = save_checkpoint(root / "m.pt", model)
-    onnx_path = export_onnx(model, root / "m.onnx", H, W)
+    contract = contract_of(model, size=(H, W))
+    ckpt = save_checkpoint(root / "m.pt", model, contract=contract)
+    onnx_path = export_onnx(model, root / "m.onnx", contract=contract)
     return {"root": root, "model": model, "ckpt": ckpt, "onnx": onnx_path}
 
 
@@ -186,12 +188,15 @@ def test_torch_cuda_fp16_graphs_match_eager(files):
     assert (first["depth"] - ref["depth"]).abs().max() <= 2e-2 * ref["depth"].abs().max()
 
 
-def test_exported_model_brings_its_size_and_checkpoint_takes_the_default(files):
+def test_exported_model_brings_its_size_and_checkpoint_its_training_size(files):
     from mtl_perception.inference import DEFAULT_INPUT_SIZE
 
     assert create_backend(files["onnx"], "onnxruntime", "auto").input_size == (H, W)  # no size asked
-    assert create_backend(files["ckpt"], "torch", "cpu").input_size == DEFAULT_INPUT_SIZE == (384, 768)
+    ckpt = create_backend(files["ckpt"], "torch", "cpu")
+    assert ckpt.input_size == (H, W) == ckpt.contract.network_size  # its contract's size
     assert create_backend(files["ckpt"], "torch", "cpu", input_size=(32, 64)).input_size == (32, 64)
+    untrained = create_backend(None, "torch", "cpu", preset="lite")
+    assert untrained.input_size == DEFAULT_INPUT_SIZE == (384, 768) == untrained.contract.network_size
 
 
 def test_input_scan_can_be_skipped_by_a_caller_that_checks_outputs(files):

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from contracts import contract_of
 
 from mtl_perception.model import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from mtl_perception.model.checkpoint import FORMAT, VERSION
@@ -23,7 +24,9 @@ def _model():
 
 def test_round_trip_rebuilds_exact_network(tmp_path):
     model = _model()
-    path = save_checkpoint(tmp_path / "m.pt", model, epoch=3, metrics={"miou": 0.5}, note="x")
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, contract=contract_of(model), epoch=3, metrics={"miou": 0.5}, note="x"
+    )
     loaded, extra = load_checkpoint(path)
     assert extra == {"epoch": 3, "metrics": {"miou": 0.5}, "note": "x"}
     assert loaded.config == model.config and not loaded.training
@@ -40,15 +43,15 @@ def test_refuses_to_overwrite(tmp_path):
     path = tmp_path / "m.pt"
     path.write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="m.pt"):
-        save_checkpoint(path, model)
+        save_checkpoint(path, model, contract=contract_of(model))
     assert path.read_bytes() == b"precious"
-    save_checkpoint(path, model, overwrite=True)
+    save_checkpoint(path, model, contract=contract_of(model), overwrite=True)
     load_checkpoint(path)
 
 
 def test_extra_must_be_plain_data(tmp_path):
     with pytest.raises(ValueError, match="extra"):
-        save_checkpoint(tmp_path / "m.pt", _model(), optimizer=object())
+        save_checkpoint(tmp_path / "m.pt", _model(), contract=contract_of(_model()), optimizer=object())
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -79,7 +82,8 @@ def test_missing_file(tmp_path):
 
 
 def test_truncated_and_garbage_files(tmp_path):
-    path = save_checkpoint(tmp_path / "m.pt", _model())
+    model = _model()
+    path = save_checkpoint(tmp_path / "m.pt", model, contract=contract_of(model))
     data = path.read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
@@ -93,7 +97,9 @@ def test_truncated_and_garbage_files(tmp_path):
 
 def test_wrong_format_version_and_shapes(tmp_path):
     model = _model()
-    good = torch.load(save_checkpoint(tmp_path / "m.pt", model), weights_only=True)
+    good = torch.load(
+        save_checkpoint(tmp_path / "m.pt", model, contract=contract_of(model)), weights_only=True
+    )
 
     def write(name, payload):
         torch.save(payload, tmp_path / name)
@@ -115,3 +121,56 @@ def test_wrong_format_version_and_shapes(tmp_path):
         load_checkpoint(write("task.pt", {**good, "config": config}))
     with pytest.raises(CheckpointError, match="invalid model config"):
         load_checkpoint(write("cfg.pt", {**good, "config": {"preset": "ti", "width": -1}}))
+
+
+def test_the_input_contract_travels_in_the_file(tmp_path):
+    from mtl_perception.flow import COMMON
+    from mtl_perception.model import open_checkpoint
+
+    model = _model()
+    contract = contract_of(
+        model, size=(64, 96), farneback=COMMON, confidence="forward_backward", partner_gap=1
+    )
+    path = save_checkpoint(tmp_path / "m.pt", model, contract=contract)
+    _, _, found = open_checkpoint(path)
+    assert found == contract and found.flow.flow_dt == pytest.approx(1 / 17)
+    payload = torch.load(path, weights_only=True)
+    assert payload["version"] == VERSION == 2 and payload["contract"]["flow"]["farneback"]["levels"] == 3
+
+
+def test_a_contract_that_does_not_describe_the_network_is_refused(tmp_path):
+    from mtl_perception.model import ContractError
+
+    model = _model()  # depth + semantic, 7 classes
+    three_tasks = contract_of(build_model(preset="lite", num_semantic_classes=7))
+    with pytest.raises(ContractError, match="tasks"):
+        save_checkpoint(tmp_path / "m.pt", model, contract=three_tasks)
+    assert not (tmp_path / "m.pt").exists()
+    good = torch.load(
+        save_checkpoint(tmp_path / "m.pt", model, contract=contract_of(model)), weights_only=True
+    )
+    torch.save({**good, "contract": {**good["contract"], "semantic_mode": "trainid"}}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        from mtl_perception.model import open_checkpoint
+
+        open_checkpoint(tmp_path / "bad.pt")
+
+
+def test_a_format_1_file_gets_the_assumed_contract_and_one_warning(tmp_path):
+    """Files made before contracts existed still load: the project's flow defaults at the size the file
+    records, said once (naming the assumption), however many times the file is read."""
+    from mtl_perception.model import open_checkpoint
+
+    model = _model()
+    good = torch.load(
+        save_checkpoint(tmp_path / "m.pt", model, contract=contract_of(model)), weights_only=True
+    )
+    old = {k: v for k, v in good.items() if k != "contract"}
+    torch.save({**old, "version": 1, "extra": {"img_resize": [64, 128]}}, tmp_path / "old.pt")
+    warnings = []
+    for _ in range(2):
+        _, _, contract = open_checkpoint(tmp_path / "old.pt", warn=warnings.append)
+    assert contract.network_size == (64, 128) and contract.flow.partner_gap == 2
+    assert (
+        len(warnings) == 1 and "old.pt records no input contract" in warnings[0] and "64x128" in warnings[0]
+    )

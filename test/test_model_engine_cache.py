@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from contracts import contract_of
 
 from mtl_perception.inference import engine_cache as ec
 
@@ -18,6 +19,7 @@ def _key(**changes):
         compute_capability=(9, 0),
         precision="fp16",
         input_shapes={"image": (1, 3, 64, 128)},
+        input_contract={"flow": {"size": [64, 128]}},
     )
     base.update(changes)
     return ec.engine_key(**base)
@@ -62,6 +64,8 @@ def test_decide_build_reuse_and_every_mismatch(tmp_path):
         "compute_capability": (8, 9),
         "precision": "fp32",
         "input_shapes": {"image": (1, 3, 128, 256)},
+        # same graph file, other inputs learnt: an engine built for one contract is not reused for another
+        "input_contract": {"flow": {"size": [64, 128], "confidence": "forward_backward"}},
     }
     for field, value in changes.items():
         decision = ec.decide(engine, _key(**{field: value}))
@@ -119,7 +123,7 @@ def test_tensorrt_backend_builds_caches_and_matches_torch(tmp_path, inference_ca
 
     torch.manual_seed(0)
     model = build_model(preset="lite").eval()
-    onnx_path = export_onnx(model, tmp_path / "m.onnx", 64, 128)
+    onnx_path = export_onnx(model, tmp_path / "m.onnx", contract=contract_of(model, size=(64, 128)))
     with inference_caplog.at_level("WARNING", logger="mtl_perception.inference"):
         backend = TensorRTBackend(onnx_path, torch.device("cuda"), "fp32", cache_dir=tmp_path / "engines")
     assert any("building" in r.message for r in inference_caplog.records)

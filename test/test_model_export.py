@@ -9,8 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from contracts import contract_of
 
-from mtl_perception.inference.export import export_onnx, main, read_onnx_metadata
+from mtl_perception.inference.export import export_onnx, read_onnx_metadata
+from mtl_perception.inference.export_cli import main
 from mtl_perception.model import ModelConfig, build_model, save_checkpoint
 
 H, W = 128, 256
@@ -58,7 +60,8 @@ def _parity(model, path, h, w):
 
 def test_export_contract_and_parity(tmp_path):
     model = _trained_like("lite")
-    path = export_onnx(model, tmp_path / "m.onnx", H, W, with_probabilities=True, source="test")
+    contract = contract_of(model, size=(H, W), partner_gap=3)
+    path = export_onnx(model, tmp_path / "m.onnx", contract=contract, with_probabilities=True, source="test")
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version >= 17
@@ -76,6 +79,8 @@ def test_export_contract_and_parity(tmp_path):
     assert spec["inputs"]["flow"]["shape"] == [1, 3, H, W]
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["mtl_perception.config"])["num_semantic_classes"] == 5
+    assert json.loads(meta["mtl_perception.input_contract"]) == contract.to_dict()
+    assert json.loads(meta["mtl_perception.input_contract"])["flow"]["farneback"]["levels"] == 5
     got, _ = _parity(model, path, H, W)
     assert got["semantic_prob"].shape == (1, 5, H, W)
     np.testing.assert_allclose(got["semantic_prob"].sum(1), 1.0, rtol=1e-5)
@@ -91,7 +96,7 @@ def test_export_contract_and_parity(tmp_path):
 )
 def test_single_stream_exports_only_its_input(tmp_path, kwargs, inputs):
     model = _trained_like(**kwargs)
-    path = export_onnx(model, tmp_path / "m.onnx", 64, 128)
+    path = export_onnx(model, tmp_path / "m.onnx", contract=contract_of(model, size=(64, 128)))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == inputs
     assert [o.name for o in session.get_outputs()] == list(model.tasks)
@@ -101,7 +106,7 @@ def test_single_stream_exports_only_its_input(tmp_path, kwargs, inputs):
 @pytest.mark.slow
 def test_parity_at_ti_resolution(tmp_path):
     model = _trained_like()
-    path = export_onnx(model, tmp_path / "m.onnx", 384, 768)
+    path = export_onnx(model, tmp_path / "m.onnx", contract=contract_of(model, size=(384, 768)))
     _, agreement = _parity(model, path, 384, 768)
     print("class-id agreement at 384x768:", agreement)
 
@@ -110,14 +115,15 @@ def test_refuses_overwrite_and_bad_sizes(tmp_path):
     model = build_model(preset="lite", tasks=("depth",), streams=("image",)).eval()
     out = tmp_path / "m.onnx"
     out.write_bytes(b"keep")
+    contract = contract_of(model, size=(64, 128))
     with pytest.raises(FileExistsError, match="m.onnx"):
-        export_onnx(model, out, 64, 128)
+        export_onnx(model, out, contract=contract)
     assert out.read_bytes() == b"keep"
     with pytest.raises(ValueError, match="multiples of 16"):
-        export_onnx(model, tmp_path / "x.onnx", 60, 128)
+        export_onnx(model, tmp_path / "x.onnx", contract=contract, height=60, width=128)
     with pytest.raises(ValueError, match="opset"):
-        export_onnx(model, tmp_path / "x.onnx", 64, 128, opset=11)
-    export_onnx(model, out, 64, 128, force=True)
+        export_onnx(model, tmp_path / "x.onnx", contract=contract, opset=11)
+    export_onnx(model, out, contract=contract, force=True)
     assert read_onnx_metadata(out)[0] == model.config
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temp files left behind
 
@@ -140,16 +146,20 @@ def test_read_metadata_errors_name_the_file(tmp_path):
 def test_cli_exports_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = build_model(preset="lite", num_semantic_classes=3)
-    ckpt = save_checkpoint(tmp_path / "c.pt", model)
+    contract = contract_of(model, size=(64, 128), confidence="forward_backward")
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, contract=contract)
     out = tmp_path / "c.onnx"
-    assert main(["--checkpoint", str(ckpt), "--height", "64", "--width", "128", "--out", str(out)]) == 0
+    assert main(["--checkpoint", str(ckpt), "--out", str(out)]) == 0  # at the size it was trained at
     config, spec = read_onnx_metadata(out)
     assert config == ModelConfig.from_dict(model.config.to_dict()) and spec["input_size"] == [64, 128]
+    assert spec["input_contract"] == contract.to_dict()
+    source = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["mtl_perception.source"]
+    assert source.startswith("checkpoint c.pt sha256 ") and str(tmp_path) not in source  # no machine path
     again = subprocess.run(
         [
             sys.executable,
             "-m",
-            "mtl_perception.inference.export",
+            "mtl_perception.inference.export_cli",
             "--preset",
             "lite",
             "--height",
@@ -178,7 +188,8 @@ def test_without_a_source_export_model_exports_the_shipped_model_at_its_training
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "make shipped-model" in err and not out.exists()
     torch.manual_seed(0)
-    save_checkpoint(weights / shipped.SHIPPED_CHECKPOINT, build_model(preset="lite"), img_resize=[64, 96])
+    lite = build_model(preset="lite")
+    save_checkpoint(weights / shipped.SHIPPED_CHECKPOINT, lite, contract=contract_of(lite, size=(64, 96)))
     assert main(["--out", str(out)]) == 0
     config, spec = read_onnx_metadata(out)
     assert spec["input_size"] == [64, 96] and config.preset == "lite"

@@ -19,6 +19,8 @@ from mtl_perception.imageio import read_image
 
 KITTI_SCALE = 64.0
 KITTI_OFFSET = 2.0**15
+#: the largest |u|, |v| a flow PNG stores (flow beyond it is clamped there, with confidence 0, by FlowInput)
+FLOW_PNG_LIMIT_PX = (65535.0 - KITTI_OFFSET) / KITTI_SCALE
 TI_ZERO = 128.0
 
 

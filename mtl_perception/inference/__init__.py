@@ -10,8 +10,7 @@ from .backends import (
     TorchBackend,
     create_backend,
     default_cache_dir,
-    fixed_input_size,
-    resolve_device,
+    inspect_model_file,
 )
 from .export import export_onnx, read_onnx_metadata
 
@@ -26,7 +25,6 @@ __all__ = [
     "create_backend",
     "default_cache_dir",
     "export_onnx",
-    "fixed_input_size",
+    "inspect_model_file",
     "read_onnx_metadata",
-    "resolve_device",
 ]

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from mtl_perception.device import resolve_device
+from mtl_perception.model import InputContract
+from mtl_perception.model.checkpoint import checkpoint_contract, read_checkpoint
+from mtl_perception.model.contract import DEFAULT_NETWORK_SIZE
+
 from . import engine_cache
 from .base import Backend, default_cache_dir
-from .export import export_onnx, model_from_source, read_onnx_metadata
+from .export import export_onnx, model_from_source, onnx_input_contract, read_onnx_metadata
 from .onnxruntime_backend import OnnxRuntimeBackend
 from .tensorrt_backend import TensorRTBackend
 from .torch_backend import TorchBackend
@@ -27,30 +34,12 @@ __all__ = ["Backend", "OnnxRuntimeBackend", "TensorRTBackend", "TorchBackend", "
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS = ("fp32", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-# Input size of a model that has none of its own (a checkpoint, the untrained fallback): TI's 384 x 768.
-DEFAULT_INPUT_SIZE = (384, 768)
+# Input size of the untrained network (and of a format-1 checkpoint that records none): TI's 384 x 768.
+DEFAULT_INPUT_SIZE = DEFAULT_NETWORK_SIZE
 
 
 class BackendError(ValueError):
     """A backend failed to start for a reason of its own (a library error, a missing API, a driver error)."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda:0 when CUDA is available, else cpu; any other value must be a usable cpu/cuda device.
-
-    The one place ``auto`` is resolved (node, demo, flow dataset); ValueError names the bad value.
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device {device!r} is not a torch device: {error}") from error
-    if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
-    return resolved
 
 
 def _module_available(name: str) -> bool:
@@ -96,9 +85,9 @@ def exported_onnx(
             return out
         # a half-copied or damaged cache file must not send every later start to the torch fallback
         LOG.warning("cached ONNX export %s is unusable (%s); exporting it again", out, problem)
-    model, origin = model_from_source(model_path, preset, seed)
+    model, origin, contract = model_from_source(model_path, preset, seed, input_size=input_size)
     LOG.info("exporting %s to %s", origin, out)
-    return export_onnx(model, out, h, w, source=origin, force=True)
+    return export_onnx(model, out, contract=contract, height=h, width=w, source=origin, force=True)
 
 
 def _cached_onnx_problem(path: Path) -> str | None:
@@ -106,10 +95,12 @@ def _cached_onnx_problem(path: Path) -> str | None:
     import onnx
 
     try:
-        read_onnx_metadata(path)
+        _, spec = read_onnx_metadata(path)
         onnx.checker.check_model(str(path))
     except Exception as exc:  # any failure means: rebuild it
         return f"{type(exc).__name__}: {exc}"
+    if "input_contract" not in spec:
+        return "exported before models carried their input contract"
     return None
 
 
@@ -123,10 +114,12 @@ def create_backend(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
 ) -> Backend:
-    """Open a model (.pt checkpoint, .onnx, .engine, or None = seeded random init of `preset`) on a backend.
+    """Open a model (.pt checkpoint, .onnx, .engine, or None = seeded random init of `preset`) on a backend;
+    the backend's ``contract`` is the file's input contract.
 
-    `input_size` None: an exported model's own size, else `DEFAULT_INPUT_SIZE`; a size that an exported
-    model (.onnx, .engine) was not made for raises. `device` may be `auto` (`resolve_device`).
+    `input_size` None: the size the model was trained at (its contract's) for a checkpoint, an exported
+    model's own size, `DEFAULT_INPUT_SIZE` for the untrained network; a size that an exported model (.onnx,
+    .engine) was not made for raises. `device` may be `auto` (`resolve_device`).
     `auto` tries TensorRT -> ONNX Runtime CUDA -> PyTorch CUDA on a CUDA device, and ONNX Runtime CPU ->
     PyTorch CPU on the CPU, skipping what is not installed or cannot run this file, and logs the choice.
     """
@@ -135,13 +128,14 @@ def create_backend(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = resolve_device(device)
-    path = Path(model_path) if model_path is not None else None
-    kind = _model_kind(path)
-    if path is not None and not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    _check_model_file(path, kind)  # a bad file is the user's error: raise now, never fall back around it
-    if input_size is None and kind not in ("onnx", "engine"):  # exported files bring their own size
-        input_size = DEFAULT_INPUT_SIZE
+    if backend != "auto" and model_path is not None:  # a backend that cannot run this kind of file at all
+        why_not = _unsuitable(backend, _model_kind(Path(model_path)), device.type == "cuda", precision)
+        if why_not:
+            raise ValueError(f"backend {backend!r}: {why_not}")
+    facts = inspect_model_file(model_path)  # a bad file is the user's error: raise now, never fall back
+    path, kind = facts.path, facts.kind
+    if input_size is None and facts.fixed_size is None:  # exported files bring their own size
+        input_size = facts.contract.network_size if facts.contract is not None else DEFAULT_INPUT_SIZE
     if input_size is not None:
         input_size = (int(input_size[0]), int(input_size[1]))
         if min(input_size) <= 0 or input_size[0] % 16 or input_size[1] % 16:
@@ -188,40 +182,47 @@ def create_backend(
     raise ValueError(f"no backend can run {path or 'a random init'} on {device}: " + "; ".join(reasons))
 
 
-def fixed_input_size(model_path: str | os.PathLike | None) -> tuple[int, int] | None:
-    """(H, W) an exported model was made for (ONNX metadata, engine key file); None for a checkpoint or None.
+@dataclass(frozen=True)
+class ModelFile:
+    """What a model file says about itself, read once: its kind, its input contract (None for the
+    untrained network) and, for an exported graph (.onnx, .engine), the one size it runs at."""
 
-    A checkpoint (and the untrained fallback) runs at any multiple of 16, so only its caller's size counts.
-    """
+    path: Path | None
+    kind: str  # checkpoint | onnx | engine | random
+    contract: InputContract | None
+    fixed_size: tuple[int, int] | None
+
+
+def inspect_model_file(
+    model_path: str | os.PathLike | None, warn: Callable[[str], None] = LOG.warning
+) -> ModelFile:
+    """Read a checkpoint's payload, an ONNX file's metadata or an engine's key file (not the weights); a
+    file that is missing, corrupt or not ours raises, naming it. A file without an input contract gets the
+    assumed one, and ``warn`` says so (once per file and process)."""
     if model_path is None:
-        return None
+        return ModelFile(None, "random", None, None)
     path = Path(model_path)
     kind = _model_kind(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if kind == "checkpoint":
+        return ModelFile(path, kind, checkpoint_contract(read_checkpoint(path), path, warn), None)
     if kind == "onnx":
-        _, spec = read_onnx_metadata(path)
-        stored = spec
-    elif kind == "engine":
+        config, stored = read_onnx_metadata(path)
+        contract = onnx_input_contract(path, config, stored, warn)
+    else:
         key_path = engine_cache.key_path_for(path)
         try:
             stored = engine_cache.read_key(key_path)
         except FileNotFoundError as error:
-            raise ValueError(f"{path}: no key file {key_path.name}; cannot tell its input size") from error
-    else:
-        return None
+            raise ValueError(
+                f"{path}: no key file {key_path.name}; cannot tell what it was built from"
+            ) from error
+        contract = engine_cache.key_input_contract(path, stored)
     size = stored.get("input_size")
     if not isinstance(size, list) or len(size) != 2:
         raise ValueError(f"{path}: records no input_size [H, W] (found {size!r})")
-    return int(size[0]), int(size[1])
-
-
-def _check_model_file(path: Path | None, kind: str) -> None:
-    """Fail early, naming the file, when a checkpoint or ONNX file is missing, corrupt or not ours."""
-    if kind == "checkpoint":
-        from mtl_perception.model.checkpoint import read_checkpoint
-
-        read_checkpoint(path)
-    elif kind == "onnx":
-        read_onnx_metadata(path)
+    return ModelFile(path, kind, contract, (int(size[0]), int(size[1])))
 
 
 def _unsuitable(choice: str, kind: str, cuda: bool, precision: str) -> str | None:
@@ -261,8 +262,8 @@ def _create(
     cache: Path,
 ) -> Backend:
     if choice == "torch":
-        model, _ = model_from_source(path, preset, seed)
-        return TorchBackend(model, device, precision, input_size)
+        model, _, contract = model_from_source(path, preset, seed, input_size=input_size)
+        return TorchBackend(model, device, precision, input_size, contract=contract)
     onnx_path = path if kind in ("onnx", "engine") else exported_onnx(path, preset, seed, input_size, cache)
     if choice == "onnxruntime":
         return OnnxRuntimeBackend(onnx_path, device, input_size)

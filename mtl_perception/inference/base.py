@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mtl_perception.model import ModelConfig
+from mtl_perception.model import InputContract, ModelConfig
+from mtl_perception.model.contract import assumed_contract
 
 
 def default_cache_dir() -> Path:
@@ -22,12 +23,21 @@ class Backend(ABC):
 
     name: str = "backend"
 
-    def __init__(self, config: ModelConfig, device: torch.device, input_size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        device: torch.device,
+        input_size: tuple[int, int],
+        contract: InputContract | None = None,
+    ) -> None:
+        """``contract``: the inputs the network was trained on (the model file's); None: the project's
+        flow defaults at ``input_size`` (an untrained network, or one built in code)."""
         self.config = config
         if device.type == "cuda" and device.index is None:  # pin "cuda" to a concrete device for checks
             device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.contract = contract if contract is not None else assumed_contract(config, self.input_size)
         self.tasks = config.tasks
         self.streams = config.streams
         self.num_semantic_classes = int(config.num_semantic_classes)

@@ -1,7 +1,8 @@
 """TensorRT engine cache bookkeeping, in pure Python (unit-tested without TensorRT or a GPU).
 
-An engine is only valid for the exact ONNX file, TensorRT version, GPU model/compute capability, precision
-and input shape it was built for (deserialising a mismatched plan fails with "Version tag does not match" at
+An engine is only valid for the exact ONNX file, TensorRT version, GPU model/compute capability, precision,
+input shape and input contract (the inputs its network was trained on) it was built for (deserialising a
+mismatched plan fails with "Version tag does not match" at
 best). So every engine sits next to a key JSON of those facts; the engine is reused only when the key matches
 the running system exactly, otherwise it is rebuilt -- never silently used.
 """
@@ -23,6 +24,7 @@ KEY_FIELDS = (
     "compute_capability",
     "precision",
     "input_shapes",
+    "input_contract",
 )
 RUNTIME_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability")  # what a given .engine must match
 
@@ -42,8 +44,10 @@ def engine_key(
     compute_capability: tuple[int, int],
     precision: str,
     input_shapes: dict[str, tuple[int, ...]],
+    input_contract: dict,
 ) -> dict:
-    """The facts an engine depends on, as JSON-ready plain data."""
+    """The facts an engine depends on, as JSON-ready plain data (``input_contract``: the ONNX file's
+    :class:`~mtl_perception.model.contract.InputContract` as a dict)."""
     if precision not in ("fp16", "fp32"):
         raise ValueError(f"precision must be 'fp16' or 'fp32', got {precision!r}")
     return {
@@ -53,6 +57,7 @@ def engine_key(
         "compute_capability": [int(c) for c in compute_capability],
         "precision": precision,
         "input_shapes": {name: [int(d) for d in shape] for name, shape in sorted(input_shapes.items())},
+        "input_contract": input_contract,
     }
 
 
@@ -142,3 +147,19 @@ def store_engine(engine_path: str | os.PathLike, plan: bytes, key: dict, extra: 
     key_path.unlink(missing_ok=True)
     atomic_write_bytes(engine_path, plan)
     atomic_write_bytes(key_path, json.dumps({**(extra or {}), **key}, indent=2).encode())
+
+
+def key_input_contract(engine_path: str | os.PathLike, stored: dict):
+    """The input contract an engine's key file records; ValueError naming the engine when it has none (an
+    engine built before contracts existed: rebuild it from its .onnx)."""
+    from mtl_perception.model.contract import ContractError, InputContract
+
+    if "input_contract" not in stored:
+        raise ValueError(
+            f"{engine_path}: its key file records no input contract (built before contracts existed); "
+            "pass the .onnx instead to build an engine that carries one"
+        )
+    try:
+        return InputContract.from_dict(stored["input_contract"])
+    except ContractError as error:
+        raise ValueError(f"{engine_path}: {error}") from error

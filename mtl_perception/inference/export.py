@@ -8,33 +8,42 @@ every backend on its fastest path; re-export for another size):
           graph; int32 rather than int64 or uint8 because TensorRT computes ArgMax/TopK indices in int32);
           with --with-probabilities also `semantic_prob`, `motion_prob` (1,C,H,W) float32 softmax.
   metadata_props: `mtl_perception.config` (ModelConfig JSON), `mtl_perception.contract` (the above as JSON),
-          `mtl_perception.source` (checkpoint path or seeded random init).
+          `mtl_perception.input_contract` (the input contract the network was trained on:
+          ``mtl_perception.model.contract``, Farnebäck parameters included), `mtl_perception.source` (the
+          checkpoint's file name and SHA-256, or the seeded random init; never a path of the machine).
+
+The command line ``export_model`` is ``mtl_perception.inference.export_cli``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
+import hashlib
 import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from mtl_perception.atomic import atomic_path
-from mtl_perception.cli import non_negative_int, positive_int, tool_main
-from mtl_perception.model import ModelConfig, MultiTaskNet, build_model, load_checkpoint
-from mtl_perception.model.checkpoint import read_checkpoint, trained_input_size
-from mtl_perception.model.shipped import resolve_model
+from mtl_perception.model import ModelConfig, MultiTaskNet, build_model, open_checkpoint
+from mtl_perception.model.contract import (
+    ContractError,
+    InputContract,
+    assumed_contract,
+    warn_assumed,
+)
 
 LOG = logging.getLogger("mtl_perception.inference")
 CONTRACT_VERSION = 1
-META_CONFIG, META_CONTRACT, META_SOURCE = (
+META_CONFIG, META_CONTRACT, META_INPUT_CONTRACT, META_SOURCE = (
     "mtl_perception.config",
     "mtl_perception.contract",
+    "mtl_perception.input_contract",
     "mtl_perception.source",
 )
 SEGMENTATION_TASKS = ("semantic", "motion")
@@ -61,7 +70,8 @@ class DeployHead(nn.Module):
         return tuple(outputs)
 
 
-def contract(config: ModelConfig, height: int, width: int, with_probabilities: bool) -> dict:
+def graph_contract(config: ModelConfig, height: int, width: int, with_probabilities: bool) -> dict:
+    """The graph's inputs and outputs (names, shapes, dtypes, meaning) and its size."""
     inputs = {}
     if "image" in config.streams:
         inputs["image"] = {"shape": [1, 3, height, width], "dtype": "float32", "meaning": "RGB 0..255"}
@@ -101,14 +111,18 @@ def contract(config: ModelConfig, height: int, width: int, with_probabilities: b
 def export_onnx(
     model: MultiTaskNet,
     out: str | os.PathLike,
-    height: int = 384,
-    width: int = 768,
+    *,
+    contract: InputContract,
+    height: int | None = None,
+    width: int | None = None,
     with_probabilities: bool = False,
     opset: int = 17,
     force: bool = False,
     source: str = "",
 ) -> Path:
-    """Export `model` to `out` (written atomically; an existing file is kept unless force=True).
+    """Export `model`, trained on `contract`'s inputs, to `out` (written atomically; an existing file is
+    kept unless force=True). The graph's size is the contract's network size unless `height`/`width` say
+    otherwise (the node then reports the contract as overridden).
 
     The graph is traced from a float32 CPU copy in eval mode: the caller's model stays on its device,
     in its dtype and in its train/eval mode.
@@ -116,6 +130,9 @@ def export_onnx(
     import onnx
 
     out = Path(out)
+    contract.check_model(model.config)
+    height = int(height or contract.network_size[0])
+    width = int(width or contract.network_size[1])
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     if height <= 0 or width <= 0 or height % 16 or width % 16:
@@ -142,7 +159,8 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         metadata = {
             META_CONFIG: json.dumps(model.config.to_dict()),
-            META_CONTRACT: json.dumps(contract(model.config, height, width, with_probabilities)),
+            META_CONTRACT: json.dumps(graph_contract(model.config, height, width, with_probabilities)),
+            META_INPUT_CONTRACT: json.dumps(contract.to_dict()),
             META_SOURCE: source,
         }
         del proto.metadata_props[:]
@@ -157,7 +175,9 @@ def export_onnx(
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict]:
-    """(ModelConfig, contract) from an exported file; errors name the file."""
+    """(ModelConfig, graph contract) from an exported file; errors name the file. The graph contract's
+    ``input_contract`` entry holds the input contract's dict when the file has one (see
+    :func:`onnx_input_contract`)."""
     import onnx
 
     path = Path(path)
@@ -173,6 +193,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict]:
     try:
         config = ModelConfig.from_dict(json.loads(meta[META_CONFIG]))
         spec = json.loads(meta[META_CONTRACT])
+        if META_INPUT_CONTRACT in meta:
+            spec["input_contract"] = json.loads(meta[META_INPUT_CONTRACT])
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: invalid mtl_perception metadata: {exc}") from exc
     if spec.get("version") != CONTRACT_VERSION:
@@ -182,76 +204,46 @@ def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict]:
     return config, spec
 
 
+def onnx_input_contract(
+    path: str | os.PathLike, config: ModelConfig, spec: dict, warn: Callable[[str], None] = LOG.warning
+) -> InputContract:
+    """The input contract in an exported file's metadata (from :func:`read_onnx_metadata`); a file exported
+    before contracts existed gets the project's flow defaults at its graph size, and ``warn`` says so."""
+    if "input_contract" not in spec:
+        contract = assumed_contract(config, tuple(spec["input_size"]))
+        warn_assumed(f"ONNX model {path}", contract, warn)
+        return contract
+    try:
+        contract = InputContract.from_dict(spec["input_contract"])
+        contract.check_model(config)
+    except ContractError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return contract
+
+
+def file_source(path: str | os.PathLike) -> str:
+    """How an export names its checkpoint: file name and SHA-256, never a path of the machine."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return f"checkpoint {Path(path).name} sha256 {digest}"
+
+
 def model_from_source(
-    checkpoint: str | os.PathLike | None, preset: str = "ti", seed: int = 0, **build_kwargs
-) -> tuple[MultiTaskNet, str]:
-    """A checkpoint's network, or a seeded random init of `preset` (untrained; for tests and benchmarks)."""
+    checkpoint: str | os.PathLike | None,
+    preset: str = "ti",
+    seed: int = 0,
+    *,
+    input_size: tuple[int, int] | None = None,
+    warn: Callable[[str], None] = LOG.warning,
+    **build_kwargs,
+) -> tuple[MultiTaskNet, str, InputContract]:
+    """(network, source, input contract) of a checkpoint, or of a seeded random init of `preset`
+    (untrained, for tests and benchmarks: the project's flow defaults at `input_size`)."""
     if checkpoint is not None:
-        model, _ = load_checkpoint(checkpoint)
-        return model.eval(), f"checkpoint {Path(checkpoint).resolve()}"
+        model, _, contract = open_checkpoint(checkpoint, warn=warn)
+        return model.eval(), file_source(checkpoint), contract
+    from mtl_perception.model.contract import DEFAULT_NETWORK_SIZE
+
     torch.manual_seed(seed)
-    return build_model(preset=preset, **build_kwargs).eval(), f"random init preset={preset} seed={seed}"
-
-
-def _opset(text: str) -> int:
-    """--opset: what export_onnx supports (>= 17) and the TorchScript exporter can write."""
-    import argparse
-
-    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as highest
-
-    value = positive_int(text)
-    if not 17 <= value <= highest:
-        raise argparse.ArgumentTypeError(f"expected an opset from 17 to {highest}, got {text!r}")
-    return value
-
-
-@tool_main("export_model")
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="export_model", description="Export a MultiTaskNet to ONNX with argmax outputs and metadata."
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--checkpoint", type=Path, help="checkpoint written by save_checkpoint (default: the shipped model)"
-    )
-    source.add_argument("--preset", choices=("ti", "lite"), help="export a seeded random init (UNTRAINED)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument(
-        "--height", type=positive_int, help="default: the checkpoint's training height, else 384"
-    )
-    parser.add_argument(
-        "--width", type=positive_int, help="default: the checkpoint's training width, else 768"
-    )
-    parser.add_argument("--out", required=True, type=Path, help="output .onnx path")
-    parser.add_argument("--with-probabilities", action="store_true", help="also output softmax probabilities")
-    parser.add_argument("--opset", type=_opset, default=17)
-    parser.add_argument("--force", action="store_true", help="replace an existing output file")
-    args = parser.parse_args(argv)
-    if args.out.is_dir():  # checked before the network is built
-        raise IsADirectoryError(f"--out {args.out} is a directory; give the .onnx file to write")
-    if args.out.exists() and not args.force:
-        raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
-    if args.checkpoint is None and args.preset is None:
-        args.checkpoint = resolve_model("").path  # ShippedModelMissing names `make shipped-model`
-    default = (384, 768)
-    if args.checkpoint is not None and (args.height is None or args.width is None):
-        default = trained_input_size(read_checkpoint(args.checkpoint)["extra"]) or default
-    size = (args.height or default[0], args.width or default[1])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model, origin = model_from_source(checkpoint=args.checkpoint, preset=args.preset or "ti", seed=args.seed)
-    path = export_onnx(
-        model=model,
-        out=args.out,
-        height=size[0],
-        width=size[1],
-        with_probabilities=args.with_probabilities,
-        opset=args.opset,
-        force=args.force,
-        source=origin,
-    )
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    model = build_model(preset=preset, **build_kwargs).eval()
+    contract = assumed_contract(model.config, tuple(input_size or DEFAULT_NETWORK_SIZE))
+    return model, f"random init preset={preset} seed={seed}", contract

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .base import Backend
-from .export import read_onnx_metadata
+from .export import onnx_input_contract, read_onnx_metadata
 
 LOG = logging.getLogger("mtl_perception.inference")
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -89,7 +89,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{onnx_path}: exported for {size[0]}x{size[1]}, requested {input_size[0]}x"
                 f"{input_size[1]}; re-export with export_model --height/--width"
             )
-        super().__init__(config, device, size)
+        super().__init__(config, device, size, contract=onnx_input_contract(onnx_path, config, spec))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -21,7 +21,7 @@ from mtl_perception.model import ModelConfig
 
 from . import engine_cache
 from .base import Backend, default_cache_dir
-from .export import read_onnx_metadata
+from .export import onnx_input_contract, read_onnx_metadata
 from .half import fp16_onnx
 
 LOG = logging.getLogger("mtl_perception.inference")
@@ -112,12 +112,13 @@ class TensorRTBackend(Backend):
                     model_path, runtime_key, precision, cache_dir, workspace_bytes
                 )
             config = ModelConfig.from_dict(stored["config"])
+            contract = engine_cache.key_input_contract(engine_path, stored)
             size = tuple(stored["input_size"])
             if input_size is not None and tuple(input_size) != size:
                 raise ValueError(
                     f"{engine_path}: built for {size[0]}x{size[1]}, requested {input_size[0]}x{input_size[1]}"
                 )
-            super().__init__(config, device, size)
+            super().__init__(config, device, size, contract=contract)
             self._load(engine_path)
         self.name = f"tensorrt-cuda-{precision}"
 
@@ -146,6 +147,7 @@ class TensorRTBackend(Backend):
 
     def _cached_engine(self, onnx_path: Path, runtime_key: dict, precision: str, cache_dir, workspace_bytes):
         config, spec = read_onnx_metadata(onnx_path)
+        contract = onnx_input_contract(onnx_path, config, spec)
         size = tuple(spec["input_size"])
         key = engine_cache.engine_key(
             engine_cache.sha256_file(onnx_path),
@@ -154,6 +156,7 @@ class TensorRTBackend(Backend):
             runtime_key["compute_capability"],
             precision,
             {name: s["shape"] for name, s in spec["inputs"].items()},
+            contract.to_dict(),
         )
         engine_path, _ = engine_cache.cache_paths(
             cache_dir or default_cache_dir(), onnx_path, precision, size

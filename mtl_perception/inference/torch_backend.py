@@ -7,7 +7,7 @@ import logging
 import torch
 from torch import Tensor
 
-from mtl_perception.model import MultiTaskNet
+from mtl_perception.model import InputContract, MultiTaskNet
 
 from .base import Backend
 from .half import inference_model
@@ -38,8 +38,9 @@ class TorchBackend(Backend):
         input_size: tuple[int, int] = (384, 768),
         channels_last: bool | None = None,
         cuda_graphs: bool | None = None,
+        contract: InputContract | None = None,
     ) -> None:
-        super().__init__(model.config, device, input_size)
+        super().__init__(model.config, device, input_size, contract=contract)
         cuda = device.type == "cuda"
         if precision == "fp16" and not cuda:
             raise ValueError("precision fp16: the PyTorch backend supports fp16 only on CUDA")

@@ -1,13 +1,17 @@
-"""Self-describing checkpoints: weights + full ModelConfig + format version in one file.
+"""Self-describing checkpoints: weights + full ModelConfig + input contract + format version in one file.
 
 Loaded with `torch.load(weights_only=True)`, so a file can only contain tensors and plain data; a pickle
-that tries to run code is refused before anything executes.
+that tries to run code is refused before anything executes. Format version 2 carries the input contract
+(``mtl_perception.model.contract``); version 1 files (made before it) are still read, and their contract is
+assumed with one warning naming the assumption.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,10 +19,13 @@ import torch
 from mtl_perception.atomic import atomic_path
 
 from .config import ModelConfig
+from .contract import DEFAULT_NETWORK_SIZE, ContractError, InputContract, assumed_contract, warn_assumed
 from .net import MultiTaskNet
 
+LOG = logging.getLogger("mtl_perception.model")
 FORMAT = "mtl_perception.checkpoint"
-VERSION = 1
+VERSION = 2  # 2: with the input contract; 1: before it (still read)
+READABLE_VERSIONS = (1, 2)
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -49,15 +56,25 @@ def atomic_torch_save(obj, path: Path, overwrite: bool) -> None:
         torch.save(obj, tmp)
 
 
-def save_checkpoint(path: str | os.PathLike, model: MultiTaskNet, overwrite: bool = False, **extra) -> Path:
-    """Save weights + config (+ plain-data `extra`, e.g. epoch, metrics) atomically; returns the path."""
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: MultiTaskNet,
+    *,
+    contract: InputContract,
+    overwrite: bool = False,
+    **extra,
+) -> Path:
+    """Save weights + config + the input contract the network was trained on (+ plain-data ``extra``, e.g.
+    epoch, metrics) atomically; returns the path."""
     path = Path(path)
     _check_plain(extra, "extra")
+    contract.check_model(model.config)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "config": model.config.to_dict(),
+        "contract": contract.to_dict(),
         "state_dict": state,
         "extra": extra,
     }
@@ -65,12 +82,9 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskNet, overwrite: boo
     return path
 
 
-def trained_input_size(extra: dict) -> tuple[int, int] | None:
-    """The (H, W) network size a checkpoint was trained at, when its ``extra`` records it.
-
-    ``training/train.py`` writes ``img_resize`` into ``best.pt``; the shipped model also keeps it in its
-    ``provenance``. A checkpoint without it runs at whatever size its caller sets (None here).
-    """
+def _recorded_size(extra: dict) -> tuple[int, int] | None:
+    """The (H, W) a format-1 checkpoint was trained at, when its ``extra`` records it (``img_resize``, or
+    in ``provenance``); the size of a format-2 file is its contract's."""
     size = extra.get("img_resize")
     if size is None and isinstance(extra.get("provenance"), dict):
         size = extra["provenance"].get("img_resize")
@@ -115,21 +129,58 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: format is {found!r}, expected {FORMAT!r}")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: format version {payload.get('version')!r}, this code reads {VERSION}")
+    if payload.get("version") not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path}: format version {payload.get('version')!r}, this code reads {list(READABLE_VERSIONS)}"
+        )
     for key, kind in (("config", dict), ("state_dict", dict), ("extra", dict)):
         if not isinstance(payload.get(key), kind):
             raise CheckpointError(f"{path}: missing or invalid {key!r} entry")
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[MultiTaskNet, dict]:
-    """Rebuild the exact network from the file alone; returns (model in eval mode, extra)."""
-    payload = read_checkpoint(path, map_location)
+def _config(payload: dict, path) -> ModelConfig:
     try:
-        config = ModelConfig.from_dict(payload["config"])
+        return ModelConfig.from_dict(payload["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+
+
+def checkpoint_contract(
+    payload: dict, path: str | os.PathLike, warn: Callable[[str], None] = LOG.warning
+) -> InputContract:
+    """The input contract of a payload from :func:`read_checkpoint`. A format-1 file gets the project's
+    flow defaults at its recorded training size (else the default network size), and ``warn`` says so."""
+    config = _config(payload, path)
+    if "contract" not in payload:
+        contract = assumed_contract(config, _recorded_size(payload["extra"]) or DEFAULT_NETWORK_SIZE)
+        warn_assumed(f"checkpoint {path}", contract, warn)
+        return contract
+    try:
+        contract = InputContract.from_dict(payload["contract"])
+        contract.check_model(config)
+    except ContractError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    return contract
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[MultiTaskNet, dict]:
+    """Rebuild the exact network from the file alone; returns (model in eval mode, extra)."""
+    return _build(read_checkpoint(path, map_location), path, map_location)
+
+
+def open_checkpoint(
+    path: str | os.PathLike, map_location="cpu", warn: Callable[[str], None] = LOG.warning
+) -> tuple[MultiTaskNet, dict, InputContract]:
+    """:func:`load_checkpoint` plus the file's input contract, from one read of the file."""
+    payload = read_checkpoint(path, map_location)
+    contract = checkpoint_contract(payload, path, warn)
+    model, extra = _build(payload, path, map_location)
+    return model, extra, contract
+
+
+def _build(payload: dict, path, map_location) -> tuple[MultiTaskNet, dict]:
+    config = _config(payload, path)
     model = MultiTaskNet(config)
     expected = model.state_dict()
     found = payload["state_dict"]
