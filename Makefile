@@ -4,13 +4,18 @@ PY := $(VENV)/bin/python
 # Keep DDS discovery on this host unless the caller says otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup demo test lint table shipped-model clean
+.PHONY: setup demo readme-image test lint table shipped-model clean
 setup:
 	bash scripts/setup_env.sh
 
-# The shipped model on a held-out drive; also refreshes the README's picture docs/images/demo_mosaic.png.
+# The shipped model on a held-out drive, into demo_output/ (git ignores it: `make demo` leaves the tree clean).
 # `python -m mtl_perception.demo --model untrained` runs the seeded untrained network instead (labelled so).
 demo: setup
+	$(PY) -m mtl_perception.demo --out demo_output
+
+# Refresh the README's picture docs/images/demo_mosaic.png from the demo (a few pixels differ between
+# machines, so it is its own target, run when the model or the figure changes).
+readme-image: setup
 	$(PY) -m mtl_perception.demo --out demo_output --readme-image docs/images/demo_mosaic.png
 
 test: setup

@@ -45,7 +45,9 @@ from mtl_perception.flow import COMMON, CUDA_DEFAULTS, StreamingFarneback  # noq
 from mtl_perception.inference import TorchBackend, create_backend  # noqa: E402
 from mtl_perception.inference.export import export_onnx  # noqa: E402
 from mtl_perception.model import build_model  # noqa: E402
-from mtl_perception.pipeline_factory import PipelineConfig, build_pipeline  # noqa: E402
+from mtl_perception.model.contract import assumed_contract  # noqa: E402
+from mtl_perception.pipeline_config import PipelineConfig  # noqa: E402
+from mtl_perception.pipeline_factory import build_pipeline  # noqa: E402
 
 PARAM_SETS = {"cuda_defaults": CUDA_DEFAULTS, "common": COMMON}
 GPU_TESTS = [
@@ -232,7 +234,8 @@ def time_network(plan: Plan, scratch: Path) -> list[dict]:
         rows.append(
             {"backend": backend.name, "preset": plan.preset, "size": f"{h}x{w}", **percentiles(times)}
         )
-    onnx_path = export_onnx(model, scratch / "network.onnx", h, w, force=True)
+    contract = assumed_contract(model.config, (h, w))  # an untrained network: the project's flow defaults
+    onnx_path = export_onnx(model, scratch / "network.onnx", contract=contract, force=True)
     exported = [("onnxruntime", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "fp32")]
     for backend_name, precision in exported if plan.device.type == "cuda" else exported[:1]:
         row = {"backend": f"{backend_name}-{precision}", "preset": plan.preset, "size": f"{h}x{w}"}

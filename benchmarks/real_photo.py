@@ -24,6 +24,7 @@ from mtl_perception import demo_figures, pipeline_factory
 from mtl_perception.colormap import colorize, overlay_mask
 from mtl_perception.data.cityscapes import FIVE_CLASS_NAMES, semantic_palette
 from mtl_perception.flow import flow_to_color
+from mtl_perception.pipeline_config import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 17.0
@@ -64,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "images" / "real_photo.png")
     args = ap.parse_args(argv)
     try:
-        config = pipeline_factory.PipelineConfig(model_file=args.model, device="cpu", output_size="input")
-        model = pipeline_factory.resolve_config_model(config)
-        pipeline = pipeline_factory.build_pipeline(config)
+        config = PipelineConfig(model_file=args.model, device="cpu", output_size="input")
+        choice = pipeline_factory.choose_model(config)
+        model = choice.model
+        pipeline = pipeline_factory.build_pipeline(config, choice=choice)
     except ValueError as error:
         print(f"real_photo: error: {error}", file=sys.stderr)
         return 2

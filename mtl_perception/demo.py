@@ -38,12 +38,12 @@ from mtl_perception import demo_figures, pipeline_factory
 from mtl_perception.data.cityscapes import FIVE_CLASS_NAMES, FrameId, cityscapes_path
 from mtl_perception.data.ground_truth import FrameGroundTruth, GroundTruthReader
 from mtl_perception.data.synthetic import annotated_frames, generate
-from mtl_perception.flow import FarnebackParams
 from mtl_perception.imageio import read_image
 from mtl_perception.inference import BACKENDS
 from mtl_perception.metrics import ConfusionMatrix, DepthARD
 from mtl_perception.model.shipped import ResolvedModel
 from mtl_perception.pipeline import STAGES, PerceptionPipeline, PipelineResult
+from mtl_perception.pipeline_config import PipelineConfig
 
 MARKER = ".mtl_perception_demo"  # marks a folder this demo wrote, so a re-run may replace its own files
 #: the demo drive's seed: none of the shipped model's data (train 1000, val 2000, held-out test 3000)
@@ -113,22 +113,17 @@ def render_sequence(*, frames: int, height: int, width: int, seed: int) -> DemoS
     return DemoSequence(images, stamps, truth, render_s)
 
 
-def build_pipeline(args, model: ResolvedModel) -> PerceptionPipeline:
-    """The runtime pipeline around the resolved model, output at the input (ground-truth) size."""
-    params = (
-        FarnebackParams.from_dict(json.loads(args.flow_params)) if args.flow_params else FarnebackParams()
-    )
-    return pipeline_factory.build_pipeline(
-        pipeline_factory.PipelineConfig(
-            model_file=str(model.path) if model.path is not None else args.model,
-            model_preset=args.preset,
-            backend=args.backend,
-            device=args.device,
-            network_height=args.network_height,
-            network_width=args.network_width,
-            output_size="input",
-            flow=params,
-        )
+def pipeline_config(args) -> PipelineConfig:
+    """The demo's settings: the node's defaults (the model's own input contract), output at the input
+    (ground-truth) size."""
+    return PipelineConfig(
+        model_file=args.model or "",
+        model_preset=args.preset,
+        backend=args.backend,
+        device=args.device,
+        network_height=args.network_height,
+        network_width=args.network_width,
+        output_size="input",
     )
 
 
@@ -218,7 +213,8 @@ def latency_report(
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "input_size": [height, width],
         "network_size": list(pipeline.network_size),
-        "flow_params": pipeline.flow_params.to_dict(),
+        "input_contract": pipeline.backend.contract.to_dict(),
+        "contract_overridden": [str(o) for o in pipeline.overrides] if model.trained else [],
         "frames": len(sequence.frames),
         "render_s": sequence.render_s,
         "pipeline_wall_s": wall_s,
@@ -273,16 +269,17 @@ def metrics_lines(metrics: dict, model: ResolvedModel) -> list[str]:
 
 def run(args) -> dict:
     """Render a drive, stream it through the pipeline, write pictures, metrics and latency to ``--out``."""
-    model = pipeline_factory.resolve_config_model(
-        pipeline_factory.PipelineConfig(model_file=args.model or "", model_preset=args.preset)
-    )  # before any rendering: a missing shipped model fails at once
+    config = pipeline_config(args)
+    config.validate()
+    choice = pipeline_factory.choose_model(config)  # before any rendering: a missing model fails at once
+    model = choice.model
     readme_image = Path(args.readme_image) if args.readme_image else None
     if readme_image is not None and not model.trained:
         raise ValueError("--readme-image shows the shipped model: not written for an UNTRAINED model")
     out = Path(args.out)
     prepare_out(out)
     sequence = render_sequence(frames=args.frames, height=args.height, width=args.width, seed=args.seed)
-    pipeline = build_pipeline(args, model)
+    pipeline = pipeline_factory.build_pipeline(config, choice=choice)
     results, wall_s = stream(pipeline, sequence)
 
     written = write_pictures(out, sequence, results, gif=not args.no_gif, readme_image=readme_image)
@@ -324,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=512, help="camera (input) width")
     p.add_argument("--network-height", type=int, default=0, help="0 = the model's own size")
     p.add_argument("--network-width", type=int, default=0, help="0 = the model's own size")
-    p.add_argument("--flow-params", default="", help="JSON FarnebackParams, e.g. '{\"levels\": 3}'")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help="drive seed (default: held out from training)")
     p.add_argument("--no-gif", action="store_true", help="skip drive.gif")
     p.add_argument(

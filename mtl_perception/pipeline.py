@@ -4,10 +4,15 @@ This is the whole per-frame algorithm of the node, kept free of ROS so that the 
 the tests run it directly. Tensors stay on the pipeline's device from the upload of the camera frame to
 the final download of the outputs: one host->device copy in, one device->host copy out.
 
-Flow partner. The network learned flow over a fixed time gap (two frames at 17 Hz in TI's Cityscapes
-data, ``flow_dt = 2/17`` s). The pipeline keeps the expanded features of the last few processed frames
-and pairs the current frame with the one whose stamp is closest to ``stamp - flow_dt``, so the flow's time
-scale stays the same whatever the camera rate or the number of frames dropped upstream.
+Settings. :class:`~mtl_perception.pipeline_config.PipelineConfig` holds every setting; the flow input's
+(Farnebäck parameters, confidence, ``flow_dt``, clamp, network size) come from the model's input contract
+(``backend.contract``) unless the config overrides them (:attr:`PerceptionPipeline.overrides` lists what).
+
+Flow partner. The network learned flow over a fixed time gap (its contract's partner gap at the
+recording's rate: two frames at 17 Hz in TI's Cityscapes data, ``flow_dt = 2/17`` s). The pipeline keeps
+the expanded features of the last few processed frames and pairs the current frame with the one whose
+stamp is closest to ``stamp - flow_dt``, so the flow's time scale stays the same whatever the camera rate
+or the number of frames dropped upstream.
 
 Resets. The history is cleared when the input size or encoding changes, when the stamp does not
 increase (a looping bag, a restarted camera) or when the gap to the previous frame exceeds
@@ -33,36 +38,13 @@ from mtl_perception.device_io import (
     StageTimer,
     download_checked,
 )
-from mtl_perception.flow import (
-    CONFIDENCE_MODES,
-    DEFAULT_CONFIDENCE_MODE,
-    FarnebackParams,
-    FrameFeatures,
-    StreamingFarneback,
-    to_gray,
-)
+from mtl_perception.flow import FarnebackParams, FrameFeatures, StreamingFarneback, to_gray
+from mtl_perception.flow.codecs import FLOW_PNG_LIMIT_PX
 from mtl_perception.flow.cv2_flow import IMPLEMENTATIONS as FLOW_IMPLEMENTATIONS
 from mtl_perception.flow.cv2_flow import Cv2StreamingFarneback, choose_implementation
+from mtl_perception.pipeline_config import FlowSettings, Override, PipelineConfig
 
-DEFAULT_FLOW_DT = 2.0 / 17.0
-OUTPUT_SIZES = ("network", "input")
 STAGES = ("preprocess", "flow", "network", "postprocess")  # the keys of PipelineResult.timings
-
-
-def check_options(
-    output_size: str, flow_dt: float, max_history: int, reset_gap_factor: float, confidence_mode: str
-) -> None:
-    """ValueError naming the first impossible pipeline option (the factory calls it before any model load)."""
-    if output_size not in OUTPUT_SIZES:
-        raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {output_size!r}")
-    if not flow_dt > 0:
-        raise ValueError(f"flow_dt must be > 0 seconds, got {flow_dt}")
-    if max_history < 1:
-        raise ValueError(f"max_history must be >= 1, got {max_history}")
-    if not reset_gap_factor >= 1:
-        raise ValueError(f"reset_gap_factor must be >= 1, got {reset_gap_factor}")
-    if confidence_mode not in CONFIDENCE_MODES:
-        raise ValueError(f"confidence_mode must be one of {CONFIDENCE_MODES}, got {confidence_mode!r}")
 
 
 @dataclass
@@ -118,7 +100,9 @@ class FlowInput:
     A frame at network size (the output of :func:`resize_for_network`) -> uint8 grey, bit-exact with
     ``cv2.cvtColor`` -> Farnebäck features (:meth:`prepare`, once per frame); a pair of features ->
     flow on the current frame's grid pointing to where each pixel was in the partner frame, with the
-    confidence of ``confidence_mode`` (:meth:`pair`). No partner: zero flow and zero confidence.
+    confidence of ``confidence_mode`` (:meth:`pair`). No partner: zero flow and zero confidence. Flow
+    beyond ``clamp_px`` (a Farnebäck blow-up; the flow PNG's range by default) is clamped there with
+    confidence 0, the same way for the node and the training flow dataset.
     """
 
     def __init__(
@@ -128,6 +112,7 @@ class FlowInput:
         confidence_mode: str,
         implementation: str = "torch",
         cuda_graph: bool = True,
+        clamp_px: float = FLOW_PNG_LIMIT_PX,
     ) -> None:
         """``implementation``: ``torch`` (the port; what the training flow dataset uses), ``cv2``
         (``cv2.calcOpticalFlowFarneback``, CPU) or ``auto`` (measured at the first frame's size, see
@@ -138,7 +123,7 @@ class FlowInput:
             )
         self.device = torch.device(device)
         self.params, self.confidence_mode = params, confidence_mode
-        self.cuda_graph = cuda_graph
+        self.cuda_graph, self.clamp_px = cuda_graph, float(clamp_px)
         self.measured_ms: dict[str, float] = {}  # what auto measured, per implementation
         self._decided = implementation != "auto"
         self.implementation = "torch" if implementation == "auto" else implementation
@@ -176,7 +161,10 @@ class FlowInput:
         if partner is None:
             h, w = current.size
             return torch.zeros(2, h, w, device=self.device), torch.zeros(h, w, device=self.device)
-        return self.flow.flow(current, partner, confidence=True)
+        flow, confidence = self.flow.flow(current, partner, confidence=True)
+        # a blow-up beyond the clamp keeps its direction's sign but no confidence (device ops, no sync)
+        beyond = flow.abs().amax(0) > self.clamp_px
+        return flow.clamp(-self.clamp_px, self.clamp_px), confidence.masked_fill(beyond, 0.0)
 
     def between(self, current_rgb, partner_rgb, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Two (H, W, 3) uint8 RGB frames -> :meth:`pair` at ``size``, through the node's upload + resize."""
@@ -190,32 +178,38 @@ class FlowInput:
 class PerceptionPipeline:
     """Stateful per-camera pipeline; call :meth:`process` once per frame in stamp order."""
 
-    def __init__(
-        self,
-        backend,
-        flow_params: FarnebackParams | None = None,
-        device: torch.device | str | None = None,
-        flow_dt: float = DEFAULT_FLOW_DT,
-        max_history: int = 8,
-        output_size: str = "network",
-        reset_gap_factor: float = 10.0,
-        confidence_mode: str = DEFAULT_CONFIDENCE_MODE,
-        flow_implementation: str = "torch",
-    ) -> None:
-        check_options(output_size, flow_dt, max_history, reset_gap_factor, confidence_mode)
+    def __init__(self, backend, config: PipelineConfig | None = None) -> None:
+        """``backend``: the network (its ``contract`` is the model's input contract); ``config``: the
+        settings (validated here; the model-related ones are the factory's business). ConfigError names
+        a bad value."""
+        config = config or PipelineConfig()
+        config.validate()
+        self.config = config
         self.backend = backend
-        self.device = torch.device(device) if device is not None else torch.device(backend.device)
-        self.flow_params = flow_params or FarnebackParams()
-        self.flow_dt = float(flow_dt)
-        self.output_size = output_size
-        self.reset_gap = reset_gap_factor * self.flow_dt
+        self.device = torch.device(backend.device)
         self.network_size = tuple(int(v) for v in backend.input_size)
+        self.settings: FlowSettings = config.resolve(backend.contract, self.network_size)
+        self.flow_params = self.settings.farneback
+        self.flow_dt = self.settings.flow_dt
+        self.output_size = config.output_size
+        self.reset_gap = config.reset_gap_factor * self.flow_dt
         self.uses_flow = "flow" in tuple(getattr(backend, "streams", ("flow", "image")))
-        self.flow_input = FlowInput(self.flow_params, self.device, confidence_mode, flow_implementation)
+        self.flow_input = FlowInput(
+            self.flow_params,
+            self.device,
+            self.settings.confidence,
+            config.flow_implementation,
+            clamp_px=self.settings.clamp_px,
+        )
         self.staging = HostStaging()
-        self.history: deque[_HistoryEntry] = deque(maxlen=max_history)
+        self.history: deque[_HistoryEntry] = deque(maxlen=int(config.max_history))
         self._key: tuple | None = None
         self._last_stamp: float | None = None
+
+    @property
+    def overrides(self) -> tuple[Override, ...]:
+        """The settings that contradict the model's input contract (empty when it is followed)."""
+        return self.settings.overrides
 
     @property
     def flow_implementation(self) -> str:

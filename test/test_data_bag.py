@@ -23,7 +23,8 @@ from mtl_perception.data import (
     read_camera,
 )
 from mtl_perception.data.bag import START_TIME_NS, convert, main
-from mtl_perception.pipeline_factory import PipelineConfig
+from mtl_perception.model.contract import FlowContract
+from mtl_perception.pipeline_config import PipelineConfig
 
 
 def _read_bag(bag: Path):
@@ -71,7 +72,8 @@ def test_round_trip(tmp_path, storage):
     # than the node's default reset gap, so a replay restarts the flow instead of pairing two scenes.
     assert np.all(np.abs(steps[np.arange(len(steps)) % FRAMES != FRAMES - 1] - 1e9 / 17) < 2)
     node_defaults = PipelineConfig()
-    assert steps[FRAMES - 1] > node_defaults.reset_gap_factor * node_defaults.flow_dt * 1e9
+    flow_dt = FlowContract(size=(HEIGHT, WIDTH)).flow_dt  # the project's partner gap: 2 frames at 17 Hz
+    assert steps[FRAMES - 1] > node_defaults.reset_gap_factor * flow_dt * 1e9
     assert stamps[0] == START_TIME_NS
     infos = msgs["/camera/camera_info"]
     assert [s for s, _ in infos] == list(stamps)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from contracts import contract_of, flow_overrides
 
 from mtl_perception.device_io import count_host_syncs
 from mtl_perception.flow import COMMON, CUDA_DEFAULTS, StreamingFarneback, calc_optical_flow_farneback
@@ -21,6 +22,7 @@ from mtl_perception.inference import TorchBackend, create_backend
 from mtl_perception.inference.export import export_onnx
 from mtl_perception.model import build_model
 from mtl_perception.pipeline import PerceptionPipeline
+from mtl_perception.pipeline_config import PipelineConfig
 
 pytestmark = [
     pytest.mark.gpu,
@@ -106,7 +108,7 @@ def test_onnxruntime_cuda_matches_torch_if_loadable(tmp_path):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (the CPU build)")
     model = _model()
-    onnx_path = export_onnx(model, tmp_path / "ti.onnx", H, W)
+    onnx_path = export_onnx(model, tmp_path / "ti.onnx", contract=contract_of(model, size=(H, W)))
     image, flow = _inputs()
     ref = TorchBackend(model, torch.device("cpu"), input_size=(H, W)).run(image, flow)
     backend = create_backend(onnx_path, backend="onnxruntime", device="cuda")
@@ -120,7 +122,7 @@ def test_tensorrt_matches_torch_if_present(tmp_path, precision):
     if importlib.util.find_spec("tensorrt") is None:
         pytest.skip("TensorRT is not installed")
     model = _model()
-    onnx_path = export_onnx(model, tmp_path / "ti.onnx", H, W)
+    onnx_path = export_onnx(model, tmp_path / "ti.onnx", contract=contract_of(model, size=(H, W)))
     image, flow = _inputs()
     ref = TorchBackend(model, torch.device("cpu"), input_size=(H, W)).run(image, flow)
     backend = create_backend(
@@ -133,7 +135,7 @@ def test_tensorrt_matches_torch_if_present(tmp_path, precision):
 
 def test_a_steady_state_frame_syncs_the_host_once_the_download():
     backend = TorchBackend(_model(), torch.device("cuda"), "fp16", input_size=(H, W))
-    pipe = PerceptionPipeline(backend, CUDA_DEFAULTS, flow_dt=0.1)
+    pipe = PerceptionPipeline(backend, PipelineConfig(flow_dt=0.1, **flow_overrides(CUDA_DEFAULTS)))
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (1024, 2048, 3), dtype=np.uint8) for _ in range(4)]
     for i in range(3):  # captures (flow, network), allocator growth, cuDNN autotuning

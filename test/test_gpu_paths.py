@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from contracts import contract_of, flow_overrides
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -28,7 +29,8 @@ from mtl_perception.inference.onnxruntime_backend import open_session
 from mtl_perception.inference.tensorrt_backend import build_settings
 from mtl_perception.model import build_model
 from mtl_perception.pipeline import FlowInput, PerceptionPipeline
-from mtl_perception.pipeline_factory import ConfigError, PipelineConfig, build_pipeline
+from mtl_perception.pipeline_config import ConfigError, PipelineConfig
+from mtl_perception.pipeline_factory import build_pipeline
 
 H, W = 48, 64
 # Tensor -> Python reads: each one is a host<->device sync when the tensor is on a GPU.
@@ -77,7 +79,8 @@ def lite_model():
 
 @pytest.fixture(scope="module")
 def lite_onnx(lite_model, tmp_path_factory):
-    return export_onnx(lite_model, tmp_path_factory.mktemp("onnx") / "lite.onnx", 64, 128)
+    contract = contract_of(lite_model, size=(64, 128))
+    return export_onnx(lite_model, tmp_path_factory.mktemp("onnx") / "lite.onnx", contract=contract)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +92,10 @@ def test_a_steady_state_frame_scans_only_its_outputs_and_reads_no_scalar(
 ):
     """One finiteness scan per float output, on the device, read with the download; no other host read."""
     backend = TorchBackend(lite_model, torch.device("cpu"), input_size=(H, W))
-    pipe = PerceptionPipeline(backend, COMMON, flow_dt=0.1, output_size=output_size)
+    config = PipelineConfig(
+        flow_dt=0.1, output_size=output_size, flow_implementation="torch", **flow_overrides(COMMON)
+    )
+    pipe = PerceptionPipeline(backend, config)
     frames = _frames(3, size=(H, W) if output_size == "network" else (H + 16, W + 16))
     pipe.process(frames[0], 0.0)
     pipe.process(frames[1], 0.1)
@@ -150,7 +156,7 @@ def test_export_leaves_the_callers_model_on_its_device_in_its_mode_and_dtype(lit
     before = {
         name: (p.data_ptr(), p.dtype, p.device, p.detach().clone()) for name, p in model.named_parameters()
     }
-    export_onnx(model, tmp_path / "m.onnx", 64, 128)
+    export_onnx(model, tmp_path / "m.onnx", contract=contract_of(lite_model, size=(64, 128)))
     assert model.training and all(m.training for m in model.modules())
     for name, p in model.named_parameters():
         ptr, dtype, device, value = before[name]

@@ -8,6 +8,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 import torch  # noqa: E402
+from contracts import contract_of  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mtl_perception.model import build_model  # noqa: E402
@@ -23,7 +24,7 @@ def test_non_finite_model_output_is_named_as_such_not_as_bad_input(tmp_path):
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.fill_(float("nan"))
-    checkpoint = save_checkpoint(tmp_path / "nan.pt", model)
+    checkpoint = save_checkpoint(tmp_path / "nan.pt", model, contract=contract_of(model, size=(96, 192)))
     namespace = f"/mtl_nan_{uuid.uuid4().hex[:6]}"
     log = tmp_path / "node.log"
     args = [

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 rclpy = pytest.importorskip("rclpy")
+from contracts import contract_of  # noqa: E402
 from test_node_process import Probe, make_image, send_and_wait  # noqa: E402
 
 from mtl_perception.inference.export import export_onnx  # noqa: E402
@@ -27,8 +28,10 @@ TASK_TOPICS = ["depth", "semantic", "motion"]
 def test_packaged_params_publish_at_the_model_size(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = build_model(preset="lite", num_semantic_classes=5)
-    onnx_file = export_onnx(model, tmp_path / "exported_192x384.onnx", 192, 384)
-    checkpoint = save_checkpoint(tmp_path / "lite.pt", model)
+    onnx_file = export_onnx(
+        model, tmp_path / "exported_192x384.onnx", contract=contract_of(model, size=(192, 384))
+    )
+    checkpoint = save_checkpoint(tmp_path / "lite.pt", model, contract=contract_of(model, size=(192, 384)))
     cases = {  # name: (parameter overrides, size the outputs must have)
         "onnx": (["-p", f"model_file:={onnx_file}"], (192, 384)),
         "onnx, other size set": (
@@ -71,3 +74,7 @@ def test_packaged_params_publish_at_the_model_size(tmp_path, monkeypatch):
     assert logs["onnx, other size set"].count(warning) == 1, logs["onnx, other size set"]
     assert "is ignored" not in logs["onnx"] and "is ignored" not in logs["checkpoint at a chosen size"]
     assert "network=192x384" in logs["onnx"] and "network=128x256" in logs["checkpoint at a chosen size"]
+    # a checkpoint run at another size than it was trained at: the user's choice runs, and is named once
+    override = "network_height/width=128x256 overrides the model's input contract"
+    assert logs["checkpoint at a chosen size"].count(override) == 1, logs["checkpoint at a chosen size"]
+    assert "overrides the model's input contract" not in logs["onnx"]

@@ -9,16 +9,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from contracts import contract_of
 
 from mtl_perception import device_io
 from mtl_perception.colormap import colorize, overlay_mask
 from mtl_perception.flow import COMMON, CONFIDENCE_MODES, DEFAULT_CONFIDENCE_MODE, calc_optical_flow_farneback
+from mtl_perception.model import ModelConfig
 from mtl_perception.pipeline import (
     FlowInput,
     NonFiniteOutputError,
     PerceptionPipeline,
     StageTimer,
 )
+from mtl_perception.pipeline_config import ConfigError, Override, PipelineConfig
 
 H, W = 48, 64
 PARAMS = COMMON  # 3 levels: quick on the CPU
@@ -35,6 +38,7 @@ class RecordingBackend:
 
     def __init__(self, input_size=(H, W), depth_value=None):
         self.input_size = input_size
+        self.contract = contract_of(ModelConfig(), size=input_size, farneback=PARAMS)
         self.calls = []
         self.input_scans = []  # check_finite of every call: the pipeline checks its outputs instead
         self.depth_value = depth_value
@@ -51,6 +55,11 @@ class RecordingBackend:
         return {"depth": depth, "semantic": semantic, "motion": motion}
 
 
+def torch_config(**settings) -> PipelineConfig:
+    """The port computes the flow (what the flow dataset uses), whatever auto would measure on this CPU."""
+    return PipelineConfig(flow_implementation="torch", **settings)
+
+
 def textured_frames(count, shift=(1.5, 0.75), size=(H, W), seed=0):
     """Smooth random texture translated by `shift` pixels per frame (RGB uint8)."""
     rng = np.random.default_rng(seed)
@@ -65,7 +74,7 @@ def textured_frames(count, shift=(1.5, 0.75), size=(H, W), seed=0):
 
 def test_first_frame_zero_flow_zero_confidence_then_partner_flow():
     backend = RecordingBackend()
-    pipe = PerceptionPipeline(backend, PARAMS, flow_dt=0.1)
+    pipe = PerceptionPipeline(backend, torch_config(flow_dt=0.1))
     frames = textured_frames(3)
     first = pipe.process(frames[0], 10.0, want_flow=True)
     assert first.reset and first.reset_reason == "first frame" and first.partner_dt is None
@@ -95,7 +104,7 @@ def test_first_frame_zero_flow_zero_confidence_then_partner_flow():
 @pytest.mark.parametrize("rate, expected_gap", [(30.0, 4), (17.0, 2), (10.0, 1), (60.0, 7)])
 def test_partner_is_closest_to_flow_dt(rate, expected_gap):
     backend = RecordingBackend()
-    pipe = PerceptionPipeline(backend, PARAMS, max_history=8)
+    pipe = PerceptionPipeline(backend, torch_config(max_history=8))
     frames = textured_frames(10)
     for i, frame in enumerate(frames):
         result = pipe.process(frame, 100.0 + i / rate)
@@ -114,7 +123,7 @@ def test_partner_is_closest_to_flow_dt(rate, expected_gap):
 )
 def test_resets(change, reason):
     backend = RecordingBackend()
-    pipe = PerceptionPipeline(backend, PARAMS, flow_dt=0.1, reset_gap_factor=10)
+    pipe = PerceptionPipeline(backend, torch_config(flow_dt=0.1, reset_gap_factor=10))
     frames = textured_frames(3)
     first = pipe.process(frames[0], 1.0)
     second = pipe.process(frames[1], 1.05)
@@ -130,7 +139,7 @@ def test_resets(change, reason):
 
 def test_depth_postprocessing_and_nonfinite_rejection():  # the one finiteness check, after the download
     backend = RecordingBackend()
-    pipe = PerceptionPipeline(backend, PARAMS)
+    pipe = PerceptionPipeline(backend, torch_config())
     frame = textured_frames(1)[0]
     result = pipe.process(frame, 1.0)
     raw = frame[:, :, 0].astype(np.float32) / 10 - 5
@@ -140,7 +149,7 @@ def test_depth_postprocessing_and_nonfinite_rejection():  # the one finiteness c
     assert result.semantic.dtype == np.uint8 and result.motion.dtype == np.uint8
     assert {"preprocess", "flow", "network", "postprocess"} <= set(result.timings)
 
-    bad = PerceptionPipeline(RecordingBackend(depth_value=float("nan")), PARAMS)
+    bad = PerceptionPipeline(RecordingBackend(depth_value=float("nan")), torch_config())
     with pytest.raises(NonFiniteOutputError, match=f"{H * W} non-finite"):
         bad.process(frame, 1.0)
     assert not bad.history  # a rejected frame never becomes a flow partner
@@ -148,7 +157,7 @@ def test_depth_postprocessing_and_nonfinite_rejection():  # the one finiteness c
 
 def test_output_size_input_resizes_outputs():
     backend = RecordingBackend(input_size=(H, W))
-    pipe = PerceptionPipeline(backend, PARAMS, output_size="input")
+    pipe = PerceptionPipeline(backend, torch_config(output_size="input"))
     frame = textured_frames(1, size=(2 * H, 2 * W))[0]
     result = pipe.process(frame, 1.0, want_flow=True, want_image=True)
     assert result.size == (2 * H, 2 * W)
@@ -166,16 +175,17 @@ def test_output_size_input_resizes_outputs():
 
 
 def test_tensor_input_and_bad_input():
-    pipe = PerceptionPipeline(RecordingBackend(), PARAMS)
+    pipe = PerceptionPipeline(RecordingBackend(), torch_config())
     frame = textured_frames(1)[0]
     result = pipe.process(torch.from_numpy(frame), 1.0)
     assert result.depth.shape == (H, W)
     with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) uint8 RGB image"):
         pipe.process(frame.astype(np.float32), 2.0)
     with pytest.raises(ValueError, match="output_size"):
-        PerceptionPipeline(RecordingBackend(), PARAMS, output_size="full")
-    with pytest.raises(ValueError, match="flow_dt"):
-        PerceptionPipeline(RecordingBackend(), PARAMS, flow_dt=0)
+        PerceptionPipeline(RecordingBackend(), torch_config(output_size="full"))
+    with pytest.raises(ConfigError, match="flow_dt") as error:
+        PerceptionPipeline(RecordingBackend(), torch_config(flow_dt=0))
+    assert error.value.name == "flow_dt"
 
 
 def test_colorize_and_overlay():
@@ -209,7 +219,7 @@ def test_a_frame_pair_gives_identical_flow_in_the_node_and_in_the_flow_dataset(c
     make_flow_dataset = pytest.importorskip("mtl_perception_training.make_flow_dataset")
     earlier, current = textured_frames(2, size=(2 * H + 6, 2 * W + 10))  # not the network size: resized
     backend = RecordingBackend()
-    pipe = PerceptionPipeline(backend, PARAMS, flow_dt=0.1, confidence_mode=confidence_mode)
+    pipe = PerceptionPipeline(backend, torch_config(flow_dt=0.1, flow_confidence=confidence_mode))
     pipe.process(earlier, 1.0)
     result = pipe.process(current, 1.1, want_flow=True)
     assert result.partner_dt == pytest.approx(0.1)
@@ -226,7 +236,7 @@ def test_a_frame_pair_gives_identical_flow_in_the_node_and_in_the_flow_dataset(c
 
 def test_warmup_leaves_no_state_behind():
     backend = RecordingBackend()
-    pipe = PerceptionPipeline(backend, PARAMS)
+    pipe = PerceptionPipeline(backend, torch_config())
     pipe.warmup()
     assert len(backend.calls) == 2 and backend.calls[1][1].any()  # the second warm-up frame had a partner
     assert not pipe.history
@@ -255,3 +265,44 @@ def test_resize_for_network_is_antialiased_bilinear_like_pillow_in_whole_grey_le
     float_kernel = torch.nn.functional.interpolate(as_float, size=(96, 192), mode="bilinear", antialias=True)
     float_kernel = float_kernel.round()
     assert (float_kernel - out).abs().max() <= 1.0
+
+
+def test_flow_settings_come_from_the_model_contract_and_each_override_is_listed():
+    backend = (
+        RecordingBackend()
+    )  # trained (says its contract) on COMMON, residual confidence, 2 frames at 17 Hz
+    followed = PerceptionPipeline(backend, torch_config())
+    assert followed.flow_params == COMMON and followed.flow_dt == pytest.approx(2 / 17)
+    assert followed.flow_input.confidence_mode == DEFAULT_CONFIDENCE_MODE and followed.overrides == ()
+    overridden = PerceptionPipeline(
+        backend,
+        torch_config(flow_levels=5, flow_gaussian=True, flow_confidence="forward_backward", flow_dt=0.2),
+    )
+    assert overridden.flow_params.levels == 5 and overridden.flow_params.flags == 256
+    assert overridden.flow_input.confidence_mode == "forward_backward" and overridden.flow_dt == 0.2
+    assert overridden.overrides == (
+        Override("flow.levels", 3, 5),
+        Override("flow.gaussian", False, True),
+        Override("flow.confidence", "residual", "forward_backward"),
+        Override("flow_dt", round(2 / 17, 6), 0.2),
+    )
+    # a value equal to the model's is no contradiction
+    assert PerceptionPipeline(backend, torch_config(flow_levels=3, flow_winsize=15)).overrides == ()
+    with pytest.raises(ConfigError) as error:
+        PerceptionPipeline(backend, torch_config(flow_poly_n=4))
+    assert error.value.name == "flow.poly_n"
+
+
+def test_flow_beyond_the_clamp_is_clamped_there_with_zero_confidence():
+    """A Farnebäck blow-up is stored the same way by the node and the flow dataset: at the clamp, with no
+    confidence; the rest of the field is untouched."""
+    earlier, current = textured_frames(2, shift=(3.0, 1.5))
+    free = FlowInput(PARAMS, torch.device("cpu"), DEFAULT_CONFIDENCE_MODE, clamp_px=1000.0)
+    clamped = FlowInput(PARAMS, torch.device("cpu"), DEFAULT_CONFIDENCE_MODE, clamp_px=2.0)
+    flow, confidence = free.between(current, earlier, (H, W))
+    flow_c, confidence_c = clamped.between(current, earlier, (H, W))
+    beyond = flow.abs().amax(0) > 2.0
+    assert 0 < int(beyond.sum()) < beyond.numel()  # some pixels move more than 2 px, some less
+    torch.testing.assert_close(flow_c, flow.clamp(-2.0, 2.0), rtol=0, atol=0)
+    assert (confidence_c[beyond] == 0).all()
+    torch.testing.assert_close(confidence_c[~beyond], confidence[~beyond], rtol=0, atol=0)

@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from contracts import flow_overrides
 
 from mtl_perception.flow import COMMON
 from mtl_perception.inference import create_backend
 from mtl_perception.pipeline import PerceptionPipeline
+from mtl_perception.pipeline_config import PipelineConfig
 
 NET = (64, 128)
 
@@ -25,7 +27,7 @@ def frames(count, size=(80, 160)):
 
 
 def test_real_backend_outputs_follow_the_contract(ort_backend):
-    pipe = PerceptionPipeline(ort_backend, COMMON, output_size="network")
+    pipe = PerceptionPipeline(ort_backend, PipelineConfig(output_size="network", **flow_overrides(COMMON)))
     seq = frames(3)
     results = [pipe.process(f, 5.0 + i / 17) for i, f in enumerate(seq)]
     for r in results:
@@ -40,7 +42,7 @@ def test_real_backend_outputs_follow_the_contract(ort_backend):
 
 def test_pipeline_outputs_equal_a_direct_backend_call(ort_backend):
     """The pipeline adds nothing to the network's answer: same image + same flow -> same outputs."""
-    pipe = PerceptionPipeline(ort_backend, COMMON)
+    pipe = PerceptionPipeline(ort_backend, PipelineConfig(**flow_overrides(COMMON)))
     frame = frames(1, size=NET)[0]
     result = pipe.process(frame, 1.0)  # first frame: zero flow, zero confidence
     image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
@@ -79,8 +81,6 @@ def test_demo_writes_mosaic_tables_and_metrics(tmp_path):
         "onnxruntime",
         "--device",
         "cpu",
-        "--flow-params",
-        '{"levels": 2, "iterations": 2}',
     ]
     assert demo.main(args) == 0
     import cv2

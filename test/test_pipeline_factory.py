@@ -1,6 +1,8 @@
-"""pipeline_factory: the model file defines the network; one ConfigError naming each impossible value.
+"""pipeline_factory: the model file defines the network and its inputs (its input contract); one
+ConfigError naming each impossible value; one warning per setting that overrides the contract.
 
-Real models (a lite checkpoint and its ONNX export at 64x128), real backends (PyTorch, ONNX Runtime).
+Real models (a lite checkpoint trained, says its contract, at 64x128 on COMMON Farnebäck flow with
+forward-backward confidence, and its ONNX export), real backends (PyTorch, ONNX Runtime).
 """
 
 import json
@@ -8,21 +10,29 @@ import json
 import numpy as np
 import pytest
 import torch
+from contracts import contract_of
 
+from mtl_perception.device import resolve_device
 from mtl_perception.flow import COMMON, OPTFLOW_FARNEBACK_GAUSSIAN
-from mtl_perception.inference import DEFAULT_INPUT_SIZE, fixed_input_size, resolve_device
+from mtl_perception.inference import DEFAULT_INPUT_SIZE, inspect_model_file
 from mtl_perception.inference.export import export_onnx
 from mtl_perception.model import build_model, save_checkpoint, shipped
-from mtl_perception.pipeline_factory import (
-    ConfigError,
-    PipelineConfig,
-    build_pipeline,
-    network_size_for,
-    resolve_config_model,
-    semantic_colors,
-)
+from mtl_perception.pipeline_config import ConfigError, PipelineConfig
+from mtl_perception.pipeline_factory import build_pipeline, choose_model, network_size_for, semantic_colors
 
 EXPORTED = (64, 128)
+
+
+def trained_contract(model):
+    """A contract unlike the project's defaults in every flow setting, so nothing can pass by accident."""
+    return contract_of(
+        model,
+        size=EXPORTED,
+        farneback=COMMON,
+        confidence="forward_backward",
+        partner_gap=1,
+        frame_rate_hz=10.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +40,12 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("factory")
     torch.manual_seed(0)
     model = build_model(preset="lite", num_semantic_classes=5)
+    contract = trained_contract(model)
     return {
-        "ckpt": save_checkpoint(root / "m.pt", model),
-        "onnx": export_onnx(model, root / "m.onnx", *EXPORTED),
+        "ckpt": save_checkpoint(root / "m.pt", model, contract=contract),
+        "onnx": export_onnx(model, root / "m.onnx", contract=contract),
         "root": root,
+        "contract": contract,
     }
 
 
@@ -44,7 +56,7 @@ def frame(size=(80, 160)):
 def test_exported_model_runs_at_its_own_size_with_sizes_unset(models):
     warnings = []
     pipe = build_pipeline(
-        PipelineConfig(model_file=str(models["onnx"]), backend="onnxruntime", device="cpu", flow=COMMON),
+        PipelineConfig(model_file=str(models["onnx"]), backend="onnxruntime", device="cpu"),
         warn=warnings.append,
     )
     assert pipe.network_size == EXPORTED and warnings == []
@@ -59,7 +71,6 @@ def test_exported_model_overrides_a_set_size_with_one_warning(models):
         device="cpu",
         network_height=192,
         network_width=384,
-        flow=COMMON,
     )
     pipe = build_pipeline(config, warn=warnings.append)
     assert pipe.network_size == EXPORTED
@@ -68,27 +79,81 @@ def test_exported_model_overrides_a_set_size_with_one_warning(models):
     assert result.semantic.shape == result.motion.shape == EXPORTED
 
 
-def test_checkpoint_and_untrained_model_take_the_set_size_or_the_default(models):
+def test_a_checkpoint_runs_at_its_training_size_and_another_set_size_is_an_override(models):
     warnings = []
+    config = PipelineConfig(model_file=str(models["ckpt"]), backend="torch", device="cpu")
+    pipe = build_pipeline(config, warn=warnings.append)
+    assert pipe.network_size == EXPORTED and pipe.overrides == () and warnings == []
     chosen = PipelineConfig(
         model_file=str(models["ckpt"]), backend="torch", device="cpu", network_height=96, network_width=160
     )
     pipe = build_pipeline(chosen, warn=warnings.append)
-    assert pipe.network_size == (96, 160) and warnings == []
+    assert pipe.network_size == (96, 160)  # the user's choice runs...
     assert pipe.process(frame(), 1.0).depth.shape == (96, 160)
+    assert len(warnings) == 1 and "64x128" in warnings[0] and "96x160" in warnings[0]  # ...named once
+    assert [o.name for o in pipe.overrides] == ["network_height/width"]
+
+
+def test_the_untrained_network_takes_the_set_size_or_the_default_and_overrides_nothing():
+    warnings = []
     default = PipelineConfig(model_file="untrained", model_preset="lite", backend="torch", device="cpu")
-    assert build_pipeline(default).network_size == DEFAULT_INPUT_SIZE == (384, 768)
+    assert build_pipeline(default, warn=warnings.append).network_size == DEFAULT_INPUT_SIZE == (384, 768)
+    levels = PipelineConfig(
+        model_file="untrained", model_preset="lite", backend="torch", device="cpu", flow_levels=2,
+        network_height=64, network_width=96,
+    )  # fmt: skip
+    pipe = build_pipeline(levels, warn=warnings.append)
+    assert pipe.network_size == (64, 96) and pipe.flow_params.levels == 2 and warnings == []
 
 
-def test_a_checkpoint_that_records_its_training_size_runs_at_it(tmp_path):
-    torch.manual_seed(0)
-    trained_at = save_checkpoint(tmp_path / "best.pt", build_model(preset="lite"), img_resize=[64, 128])
-    config = PipelineConfig(model_file=str(trained_at), backend="torch", device="cpu")
-    assert build_pipeline(config).network_size == (64, 128)
-    chosen = PipelineConfig(
-        model_file=str(trained_at), backend="torch", device="cpu", network_height=96, network_width=160
-    )
-    assert build_pipeline(chosen).network_size == (96, 160)  # a set size still wins for a checkpoint
+@pytest.mark.parametrize("kind", ["ckpt", "onnx"])
+def test_the_flow_settings_come_from_the_model_file(models, kind):
+    """Nothing set: the pipeline makes its flow exactly as the model's contract says, on every backend."""
+    backend = "torch" if kind == "ckpt" else "onnxruntime"
+    pipe = build_pipeline(PipelineConfig(model_file=str(models[kind]), backend=backend, device="cpu"))
+    flow = models["contract"].flow
+    assert pipe.backend.contract == models["contract"]
+    assert pipe.flow_params == COMMON and pipe.flow_input.confidence_mode == "forward_backward"
+    assert pipe.flow_dt == pytest.approx(0.1) and pipe.flow_input.clamp_px == flow.clamp_px
+    assert pipe.overrides == ()
+
+
+def test_each_setting_that_contradicts_the_model_is_warned_about_once(models):
+    warnings = []
+    config = PipelineConfig(
+        model_file=str(models["ckpt"]),
+        backend="torch",
+        device="cpu",
+        flow_levels=5,
+        flow_winsize=15,
+        flow_confidence="residual",
+        flow_dt=0.1,
+    )  # fmt: skip  winsize 15 and flow_dt 0.1 are the model's own: no contradiction
+    pipe = build_pipeline(config, warn=warnings.append)
+    assert [o.name for o in pipe.overrides] == ["flow.levels", "flow.confidence"]
+    assert len(warnings) == 2
+    assert "flow.levels=5" in warnings[0] and "flow.levels=3" in warnings[0]
+    assert "flow.confidence=residual" in warnings[1] and "forward_backward" in warnings[1]
+    assert pipe.flow_params.levels == 5 and pipe.flow_input.confidence_mode == "residual"
+
+
+def test_a_model_file_made_before_contracts_gets_the_assumed_one_and_one_warning(tmp_path, models):
+    """An export of the earlier format (no input contract in its metadata): the project's flow defaults
+    at its size are assumed, and said once, however many times the file is read."""
+    import onnx
+
+    old = tmp_path / "old.onnx"
+    proto = onnx.load(str(models["onnx"]))
+    kept = [p for p in proto.metadata_props if p.key != "mtl_perception.input_contract"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(old))
+    warnings = []
+    config = PipelineConfig(model_file=str(old), backend="onnxruntime", device="cpu")
+    pipe = build_pipeline(config, warn=warnings.append)
+    build_pipeline(config, warn=warnings.append)
+    assert len(warnings) == 1 and "records no input contract" in warnings[0] and "64x128" in warnings[0]
+    assert pipe.flow_params != COMMON and pipe.flow_dt == pytest.approx(2 / 17)
 
 
 def test_empty_model_file_means_the_shipped_model_never_the_untrained_one(monkeypatch, tmp_path):
@@ -98,25 +163,36 @@ def test_empty_model_file_means_the_shipped_model_never_the_untrained_one(monkey
         build_pipeline(PipelineConfig(backend="torch", device="cpu"))
     assert caught.value.name == "model_file" and "untrained" in str(caught.value)
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / shipped.SHIPPED_CHECKPOINT, build_model(preset="lite"), img_resize=[64, 128])
-    assert resolve_config_model(PipelineConfig()).shipped
+    lite = build_model(preset="lite")
+    save_checkpoint(tmp_path / shipped.SHIPPED_CHECKPOINT, lite, contract=contract_of(lite, size=(64, 128)))
+    assert choose_model(PipelineConfig()).model.shipped
     pipe = build_pipeline(PipelineConfig(backend="torch", device="cpu"))
     assert pipe.network_size == (64, 128)
-    untrained = resolve_config_model(PipelineConfig(model_file="untrained", model_preset="lite", seed=3))
+    untrained = choose_model(PipelineConfig(model_file="untrained", model_preset="lite", seed=3)).model
     assert untrained.path is None and not untrained.trained and "UNTRAINED" in untrained.label
 
 
-def test_engine_size_comes_from_its_key_file_without_tensorrt(models, tmp_path):
+def test_engine_size_and_contract_come_from_its_key_file_without_tensorrt(models, tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
     with pytest.raises(ValueError, match="no key file"):
-        fixed_input_size(engine)
-    (tmp_path / "m.engine.json").write_text(json.dumps({"input_size": [96, 192], "config": {}}))
-    assert fixed_input_size(engine) == (96, 192)
-    assert fixed_input_size(models["onnx"]) == EXPORTED and fixed_input_size(models["ckpt"]) is None
+        inspect_model_file(engine)
+    key = tmp_path / "m.engine.json"
+    key.write_text(json.dumps({"input_size": [96, 192], "config": {}}))
+    with pytest.raises(ValueError, match="records no input contract"):  # an engine from before contracts
+        inspect_model_file(engine)
+    key.write_text(
+        json.dumps({"input_size": [96, 192], "config": {}, "input_contract": models["contract"].to_dict()})
+    )
+    facts = inspect_model_file(engine)
+    assert facts.fixed_size == (96, 192) and facts.contract == models["contract"]
+    assert inspect_model_file(models["onnx"]).fixed_size == EXPORTED
+    assert inspect_model_file(models["ckpt"]).fixed_size is None
     warnings = []
     size = network_size_for(
-        PipelineConfig(model_file=str(engine), network_height=64, network_width=64), warn=warnings.append
+        PipelineConfig(model_file=str(engine), network_height=64, network_width=64),
+        facts,
+        warn=warnings.append,
     )
     assert size is None and len(warnings) == 1 and "96x192" in warnings[0]
 
@@ -164,17 +240,21 @@ def test_from_parameters_reads_the_node_parameter_names():
             "flow.winsize": 15,
             "flow.gaussian": True,
             "flow.confidence": "forward_backward",
+            "flow.iterations": None,  # unset: the model's
             "flow_dt": 0.2,
             "publish_flow": True,  # a node-only parameter: ignored
         }
     )
     assert (config.model_preset, config.network_height, config.network_width) == ("lite", 96, 192)
-    assert config.flow.levels == 3 and config.flow.winsize == 15
-    assert config.flow.flags == OPTFLOW_FARNEBACK_GAUSSIAN and config.flow.iterations == 10
+    assert config.flow_levels == 3 and config.flow_winsize == 15 and config.flow_iterations is None
+    flow = config.farneback_over(COMMON)
+    assert (
+        flow.levels == 3 and flow.flags == OPTFLOW_FARNEBACK_GAUSSIAN and flow.iterations == COMMON.iterations
+    )
     assert config.flow_confidence == "forward_backward" and config.flow_dt == 0.2
     with pytest.raises(ConfigError, match="levels") as caught:
-        PipelineConfig.from_parameters({"flow.levels": -1})
-    assert caught.value.name == "flow"
+        PipelineConfig.from_parameters({"flow.levels": -1}).validate()
+    assert caught.value.name == "flow.levels"
 
 
 def test_resolve_device_is_the_one_auto_rule():

@@ -42,27 +42,42 @@ class FarnebackParams:
         return cls(**d)
 
 
+class InvalidFlowParameter(ValueError):
+    """A Farnebäck parameter OpenCV would reject; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def validate_params(p: FarnebackParams) -> None:
-    """Raise ValueError naming the first parameter OpenCV would reject (or that cannot work)."""
+    """Raise InvalidFlowParameter naming the first parameter OpenCV would reject (or that cannot work)."""
     if not 0.0 < float(p.pyr_scale) < 1.0:
-        raise ValueError(f"pyr_scale must be in (0, 1), got {p.pyr_scale}")
+        raise InvalidFlowParameter("pyr_scale", f"pyr_scale must be in (0, 1), got {p.pyr_scale}")
     if int(p.levels) != p.levels or p.levels < 0:
-        raise ValueError(f"levels must be a non-negative integer, got {p.levels}")
+        raise InvalidFlowParameter("levels", f"levels must be a non-negative integer, got {p.levels}")
     if int(p.winsize) != p.winsize or p.winsize < 1:
-        raise ValueError(f"winsize must be a positive integer, got {p.winsize}")
+        raise InvalidFlowParameter("winsize", f"winsize must be a positive integer, got {p.winsize}")
     if int(p.iterations) != p.iterations or p.iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {p.iterations}")
+        raise InvalidFlowParameter("iterations", f"iterations must be a positive integer, got {p.iterations}")
     if int(p.poly_n) != p.poly_n or p.poly_n < 1 or p.poly_n % 2 == 0:
-        raise ValueError(f"poly_n must be an odd positive integer (5 or 7 in practice), got {p.poly_n}")
+        raise InvalidFlowParameter(
+            "poly_n", f"poly_n must be an odd positive integer (5 or 7 in practice), got {p.poly_n}"
+        )
     if not float(p.poly_sigma) >= 0.0:
-        raise ValueError(f"poly_sigma must be >= 0 (0 means 0.3*poly_n), got {p.poly_sigma}")
+        raise InvalidFlowParameter(
+            "poly_sigma", f"poly_sigma must be >= 0 (0 means 0.3*poly_n), got {p.poly_sigma}"
+        )
     if int(p.flags) != p.flags or int(p.flags) & ~(OPTFLOW_USE_INITIAL_FLOW | OPTFLOW_FARNEBACK_GAUSSIAN):
-        raise ValueError(
+        raise InvalidFlowParameter(
+            "flags",
             f"flags may only combine OPTFLOW_USE_INITIAL_FLOW (4) and OPTFLOW_FARNEBACK_GAUSSIAN (256), "
-            f"got {p.flags}"
+            f"got {p.flags}",
         )
     if p.resize_mode not in RESIZE_MODES:
-        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {p.resize_mode!r}")
+        raise InvalidFlowParameter(
+            "resize_mode", f"resize_mode must be one of {RESIZE_MODES}, got {p.resize_mode!r}"
+        )
 
 
 CUDA_DEFAULTS = FarnebackParams()

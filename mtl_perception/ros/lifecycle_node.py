@@ -17,7 +17,7 @@ import sys
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from mtl_perception.pipeline_factory import ConfigError
+from mtl_perception.pipeline_config import ConfigError
 from mtl_perception.ros.node import run
 from mtl_perception.ros.node_core import PerceptionCore
 

@@ -24,7 +24,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from mtl_perception.pipeline_factory import ConfigError
+from mtl_perception.pipeline_config import ConfigError
 from mtl_perception.ros.node_core import PerceptionCore, input_qos, output_qos
 from mtl_perception.ros.parameters import PARAMETERS
 from mtl_perception.ros.transport import apply_default_profile, socket_buffer_limits

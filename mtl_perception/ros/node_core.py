@@ -14,19 +14,15 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
 from mtl_perception.colormap import colorize, colorize_depth, overlay_mask
 from mtl_perception.pipeline import NonFiniteOutputError
-from mtl_perception.pipeline_factory import (
-    ConfigError,
-    PipelineConfig,
-    build_pipeline,
-    resolve_config_model,
-    semantic_colors,
-)
+from mtl_perception.pipeline_config import ConfigError, PipelineConfig
+from mtl_perception.pipeline_factory import build_pipeline, choose_model, semantic_colors
 from mtl_perception.ros.conversions import (
     ImageConversionError,
     fill_image,
@@ -71,6 +67,7 @@ class PerceptionCore:
         self._camera_info: CameraInfo | None = None
         self._running = False
         self._roi_warned = False
+        self.overridden = ""  # the settings that override the model's input contract ("" = none)
         self.worker: threading.Thread | None = None
         for name, (default, descriptor) in PARAMETERS.items():
             node.declare_parameter(name, default, descriptor)
@@ -80,9 +77,20 @@ class PerceptionCore:
         return self.node.get_logger()
 
     # ------------------------------------------------------------------------------ lifecycle steps
+    def parameter_values(self) -> dict:
+        """Every parameter's value; None for one left unset (the model's input contract decides it)."""
+        values = {}
+        for name in PARAMETERS:
+            try:
+                values[name] = self.node.get_parameter(name).value
+            except ParameterUninitializedException:
+                values[name] = None
+        return values
+
     def configure(self) -> None:
-        """Read the parameters, build the pipeline (raises ConfigError and the model's errors), warm it."""
-        p = {name: self.node.get_parameter(name).value for name in PARAMETERS}
+        """Read the parameters, build the pipeline (raises ConfigError and the model's errors), warm it.
+        The model file is read once; each setting that overrides its input contract is warned about once."""
+        p = self.parameter_values()
         if not p["depth_color.near"] < p["depth_color.far"]:
             raise ConfigError(
                 "depth_color.near",
@@ -91,10 +99,13 @@ class PerceptionCore:
             )
         self.params = p
         config = PipelineConfig.from_parameters(p)
-        self.model = resolve_config_model(config)  # "" = shipped, "untrained" = seeded preset, else the file
-        self.pipeline = build_pipeline(config, warn=self.log.warning)
+        config.validate()  # a typo fails before the model file is read
+        choice = choose_model(config, warn=self.log.warning)  # "" = shipped, "untrained" = seeded, else file
+        self.model = choice.model
+        self.pipeline = build_pipeline(config, warn=self.log.warning, choice=choice)
         if not self.model.trained:
             self.log.warning(f"model: {self.model.label}")
+        self.overridden = "; ".join(map(str, self.pipeline.overrides)) if self.model.trained else ""
         self.palette = semantic_colors(p["palette"], p["palette_rgb"], self.pipeline.backend)
         if p["warmup"]:
             self.log.info("warming up the pipeline (two blank frames through every stage)")
@@ -107,7 +118,8 @@ class PerceptionCore:
             f"backend={backend.name} device={self.pipeline.device} "
             f"network={self.pipeline.network_size[0]}x{self.pipeline.network_size[1]} "
             f"output_size={p['output_size']} flow={self.pipeline.flow_implementation} "
-            f"model={self.model.label}"
+            f"model={self.model.label} inputs=({self.pipeline.backend.contract.summary()})"
+            + (f" CONTRACT OVERRIDDEN: {self.overridden}" if self.overridden else "")
         )
 
     def activate(self) -> None:
@@ -298,7 +310,15 @@ class PerceptionCore:
             self.log.info(line)
 
     def status(self, values: dict, processed_in_period: int) -> tuple[bytes, str]:
-        """(level, message) of one period: it follows the period's events, not the whole history."""
+        """(level, message) of one period: the period's events, and a standing contract override (the
+        user's choice runs, but the network never learned on such inputs: WARN for as long as it lasts)."""
+        level, message = self._period_status(values, processed_in_period)
+        if not self.overridden:
+            return level, message
+        override = f"contract overridden: {self.overridden}"
+        return DiagnosticStatus.WARN, override if level == DiagnosticStatus.OK else f"{message}; {override}"
+
+    def _period_status(self, values: dict, processed_in_period: int) -> tuple[bytes, str]:
         if values["frames_received"] == 0:
             return DiagnosticStatus.WARN, "waiting for images"
         if values["frames_rejected_recent"]:
@@ -328,6 +348,8 @@ class PerceptionCore:
             "network_size": f"{self.pipeline.network_size[0]}x{self.pipeline.network_size[1]}",
             "output_size": self.params["output_size"],
             "model": self.model.label,
+            "input_contract": self.pipeline.backend.contract.summary(),
+            "contract_overridden": self.overridden or "no",
             "transport": self.transport,
         }
         status = DiagnosticStatus(
