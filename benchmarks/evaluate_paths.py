@@ -4,7 +4,8 @@
     python benchmarks/evaluate_paths.py --root ROOT --split val --checkpoint best.pt [--onnx best.onnx]
 
 ROOT/SPLIT is a Cityscapes-layout split with ground truth (generated with ``--annotate all`` for every
-frame) and its flow inputs (``make_flow_dataset --root ROOT --split SPLIT`` at the model's training size).
+frame) and its flow inputs, made as the model was trained (``make_flow_dataset --root ROOT --split SPLIT
+--model MODEL``, which reads the model's input contract; a folder made otherwise is refused, naming the fix)
 
 * ``checkpoint``: ``training/evaluate.py`` on the ``.pt`` (PyTorch backend), the flow PNGs of the dataset;
 * ``onnxruntime``: ``training/evaluate.py`` on the ONNX export (the shipped ``.onnx``, or one exported
@@ -30,8 +31,8 @@ from pathlib import Path
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.data.bag import convert
-from mtl_perception.inference.export import export_onnx
-from mtl_perception.model import load_checkpoint, trained_input_size
+from mtl_perception.inference.export import export_onnx, file_source
+from mtl_perception.model import open_checkpoint
 from mtl_perception.model.shipped import resolve_model, shipped_onnx_path
 from mtl_perception.ros.replay import node_arguments, score_replay
 from mtl_perception_training import evaluate as offline
@@ -129,10 +130,10 @@ def evaluate_paths(
 ) -> dict:
     """Score every path; returns {"rows": {path: metrics}, "checks": {path: ...}, "model": ...}."""
     with tempfile.TemporaryDirectory(prefix="mtl_paths_") as tmp:
-        if onnx is None:  # export at the size the checkpoint was trained at, as train.py does
-            model, extra = load_checkpoint(checkpoint)
-            height, width = trained_input_size(extra) or (384, 768)
-            onnx = export_onnx(model, Path(tmp) / "model.onnx", height, width, source=str(checkpoint))
+        if onnx is None:  # export with its input contract (its training size), as train.py does
+            model, _, contract = open_checkpoint(checkpoint)
+            source = file_source(checkpoint)
+            onnx = export_onnx(model, Path(tmp) / "model.onnx", contract=contract, source=source)
         rows = {
             "checkpoint": score_offline(checkpoint, root, split),
             "onnxruntime": score_offline(onnx, root, split),

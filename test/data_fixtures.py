@@ -31,8 +31,9 @@ FLOW_SIZE = (64, 128)
 @functools.lru_cache(maxsize=1)
 def synthetic_root_with_flow() -> Path:
     """The same tree plus its flow dataset (make_flow_dataset at 64x128, the project's Farnebäck)."""
+    from mtl_perception.model import FlowContract
     from mtl_perception_training.make_flow_dataset import make_flow_dataset
 
     root = synthetic_root()
-    make_flow_dataset(root, SPLIT, gap=2, device="cpu", size=FLOW_SIZE, show_progress=False)
+    make_flow_dataset(root, SPLIT, flow=FlowContract(size=FLOW_SIZE), device="cpu", show_progress=False)
     return root

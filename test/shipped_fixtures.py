@@ -7,8 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from mtl_perception.model import trained_input_size
-from mtl_perception.model.checkpoint import read_checkpoint
+from mtl_perception.inference import inspect_model_file
 from mtl_perception.ros.harness import console_script
 
 HEIGHT, WIDTH = 256, 512
@@ -60,9 +59,8 @@ def held_out_split(
 
 
 def training_size(checkpoint: Path) -> tuple[int, int]:
-    size = trained_input_size(read_checkpoint(checkpoint)["extra"])
-    assert size is not None, f"{checkpoint} records no img_resize"
-    return size
+    """The size the model was trained at: its input contract's."""
+    return inspect_model_file(checkpoint).contract.network_size
 
 
 def load_benchmark(name: str):

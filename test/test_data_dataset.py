@@ -22,6 +22,7 @@ from mtl_perception.flow import CUDA_DEFAULTS, DEFAULT_CONFIDENCE_MODE, read_flo
 from mtl_perception.flow.codecs import write_ti_flow_png
 from mtl_perception.learning.augment import TrainAugment, align_flow
 from mtl_perception.learning.dataset import FLOW_FOLDER, CityscapesMultiTask, flow_path
+from mtl_perception.model import FlowContract
 from mtl_perception.pipeline import resize_for_network
 from mtl_perception_training.make_flow_dataset import main as make_flow_main
 from mtl_perception_training.make_flow_dataset import make_flow_dataset
@@ -128,8 +129,10 @@ def test_depth_folder_alias_and_ti_flow(tmp_path):
 def test_flow_dataset_matches_cv2_and_records_parameters():
     root = synthetic_root_with_flow()
     sidecar = json.loads((root / FLOW_FOLDER / SPLIT / "flow_params.json").read_text())
-    assert sidecar["farneback"] == CUDA_DEFAULTS.to_dict() and sidecar["gap"] == 2
-    assert sidecar["size"] == list(FLOW_SIZE) and sidecar["confidence"] == DEFAULT_CONFIDENCE_MODE
+    recorded = sidecar["flow"]
+    assert sidecar["complete"] and recorded["farneback"] == CUDA_DEFAULTS.to_dict()
+    assert recorded["partner_gap"] == 2 and recorded["frame_rate_hz"] == 17.0
+    assert recorded["size"] == list(FLOW_SIZE) and recorded["confidence"] == DEFAULT_CONFIDENCE_MODE
     fid = FrameId(CITY, 0, 19)
     flow, conf = read_flow_png(flow_path(root, SPLIT, fid))
     grays = []
@@ -163,8 +166,10 @@ def test_flow_dataset_resumes_and_refuses_other_parameters(tmp_path):
     assert len(files) == SEQUENCES
     stamps = {p: p.stat().st_mtime_ns for p in files}
     files[0].unlink()
-    done = make_flow_dataset(root, SPLIT, gap=2, device="cpu", size=FLOW_SIZE, show_progress=False)
-    assert done == {"computed": 1, "skipped": SEQUENCES - 1}
+    done = make_flow_dataset(
+        root, SPLIT, flow=FlowContract(size=FLOW_SIZE), device="cpu", show_progress=False
+    )
+    assert (done["computed"], done["skipped"]) == (1, SEQUENCES - 1)
     assert files[0].is_file()
     assert all(p.stat().st_mtime_ns == stamps[p] for p in files[1:])  # finished files are not recomputed
     sidecar = root / FLOW_FOLDER / SPLIT / "flow_params.json"

@@ -24,6 +24,7 @@ from mtl_perception.data import (
 )
 from mtl_perception.data.cityscapes import FLOW_FOLDER
 from mtl_perception.data.synthetic import generate, main, rigid_flow_from_depth
+from mtl_perception.model import FlowContract
 
 
 def test_layout_and_names():
@@ -115,15 +116,15 @@ def test_overwrite_removes_the_flow_of_the_replaced_frames(tmp_path):
     old world's flow must not survive to be paired with the new images."""
     make_flow_dataset = pytest.importorskip("mtl_perception_training.make_flow_dataset").make_flow_dataset
     options = {"sequences": 1, "frames": 3, "height": 48, "width": 96, "show_progress": False}
-    flow = {"gap": 2, "device": "cpu", "size": (48, 96), "show_progress": False}
+    flow = {"flow": FlowContract(size=(48, 96)), "device": "cpu", "show_progress": False}
     generate(tmp_path, "train", seed=7, **options)
-    assert make_flow_dataset(tmp_path, "train", **flow) == {"computed": 1, "skipped": 0}
+    assert make_flow_dataset(tmp_path, "train", **flow)["computed"] == 1
     old_flow = sorted((tmp_path / FLOW_FOLDER / "train").rglob("*.png"))
     assert len(old_flow) == 1
     old_bytes = old_flow[0].read_bytes()
     generate(tmp_path, "train", seed=8, overwrite=True, **options)
     assert not old_flow[0].exists()
-    assert make_flow_dataset(tmp_path, "train", **flow) == {"computed": 1, "skipped": 0}
+    assert make_flow_dataset(tmp_path, "train", **flow)["computed"] == 1
     assert old_flow[0].read_bytes() != old_bytes  # the new world's flow
 
 
@@ -407,10 +408,9 @@ def test_annotate_all_labels_every_frame_with_a_flow_partner(tmp_path):
     for rel in default_files:
         assert (default / rel).read_bytes() == (every / rel).read_bytes(), rel
 
-    assert make_flow_dataset(every, "train", gap=2, device="cpu", size=(64, 128), show_progress=False) == {
-        "computed": len(want),
-        "skipped": 0,
-    }
+    flow = FlowContract(size=(64, 128))
+    done = make_flow_dataset(every, "train", flow=flow, device="cpu", show_progress=False)
+    assert (done["computed"], done["skipped"]) == (len(want), 0)
     dataset = CityscapesMultiTask(every, "train")
     assert sorted(fid.stem for fid in dataset.frames) == want
     assert dataset.load(0)["semantic"].shape == (64, 128)
@@ -419,7 +419,8 @@ def test_annotate_all_labels_every_frame_with_a_flow_partner(tmp_path):
     sidecar = every / "leftImg8bit_flow_farneback_confidence" / "train" / "flow_params.json"
     before = sidecar.read_bytes()
     with pytest.raises(FileNotFoundError, match=r"all_000000_000002_leftImg8bit.png needs .*all_000000_-"):
-        make_flow_dataset(every, "train", gap=3, device="cpu", size=(64, 128), show_progress=False)
+        gap3 = FlowContract(size=(64, 128), partner_gap=3)
+        make_flow_dataset(every, "train", flow=gap3, device="cpu", show_progress=False)
     assert sidecar.read_bytes() == before
 
 

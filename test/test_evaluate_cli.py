@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from contracts import contract_of
 from data_fixtures import FLOW_SIZE, HEIGHT, SPLIT, WIDTH, synthetic_root_with_flow
 
 from mtl_perception.inference.export import export_onnx
@@ -23,8 +24,9 @@ def model_files(tmp_path_factory, torch_one_thread):
     torch.manual_seed(3)
     net = build_model("lite").eval()
     folder = tmp_path_factory.mktemp("eval_cli")
-    ckpt = save_checkpoint(folder / "best.pt", net, img_resize=list(FLOW_SIZE))
-    onnx = export_onnx(net, folder / "best.onnx", *FLOW_SIZE)
+    contract = contract_of(net, size=FLOW_SIZE)  # the flow of synthetic_root_with_flow()
+    ckpt = save_checkpoint(folder / "best.pt", net, contract=contract)
+    onnx = export_onnx(net, folder / "best.onnx", contract=contract)
     return net, ckpt, onnx
 
 
@@ -41,7 +43,8 @@ def test_checkpoint_and_onnx_export_agree(model_files, tmp_path, capsys):
     from_onnx = _run(tmp_path, "onnx", "--checkpoint", str(onnx))
     assert from_torch["setup"]["backend"].startswith("torch-cpu")
     assert from_onnx["setup"]["backend"].startswith("onnxruntime-cpu")
-    assert from_torch["setup"]["img_resize"] == list(FLOW_SIZE)  # taken from the checkpoint's extra
+    assert from_torch["setup"]["img_resize"] == list(FLOW_SIZE)  # taken from the checkpoint's contract
+    assert from_torch["setup"]["input_contract"] == from_onnx["setup"]["input_contract"]
     for key in ("depth_ard", "semantic_miou", "motion_miou", "depth_abs_rel", "depth_rmse"):
         assert isinstance(from_torch[key], float) and 0 <= from_torch[key] < 1e3, key
     for key, value in from_torch.items():
@@ -92,7 +95,7 @@ def test_untrained_model_on_request(tmp_path):
     assert {"depth_ard", "semantic_miou", "motion_miou"} <= set(result)
 
 
-def test_onnx_size_mismatch_is_named(model_files, capsys):
+def test_a_size_other_than_the_trained_one_is_refused(model_files, capsys):
     _, _, onnx = model_files
     argv = [
         "--checkpoint",
@@ -104,4 +107,7 @@ def test_onnx_size_mismatch_is_named(model_files, capsys):
         str(synthetic_root_with_flow()),
     ]
     assert main([*argv, "--split", SPLIT, "--device", "cpu"]) == 2
-    assert "exported for 64x128, requested 32x64" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        len(err.splitlines()) == 1 and "--img_resize 32 64 contradicts" in err and "trained at 64x128" in err
+    )

@@ -207,7 +207,7 @@ class Executes:
 def test_export_model_errors(tmp_path, capsys, argv, expected):
     """Before: --opset 99 was a 918-line traceback, a directory checkpoint "not found", and a bad
     checkpoint repeated torch's advice to load it with weights_only=False."""
-    from mtl_perception.inference.export import main
+    from mtl_perception.inference.export_cli import main
 
     (tmp_path / "folder").mkdir()
     (tmp_path / "file").write_text("x")

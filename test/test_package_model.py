@@ -13,8 +13,8 @@ import pytest
 import torch
 from train_fixtures import tiny_args, train_root
 
-from mtl_perception.inference import fixed_input_size
-from mtl_perception.model import load_checkpoint
+from mtl_perception.inference import inspect_model_file
+from mtl_perception.model import load_checkpoint, open_checkpoint
 from mtl_perception.model.checkpoint import read_checkpoint
 from mtl_perception_training import package_model, train
 
@@ -41,23 +41,26 @@ def test_a_run_becomes_the_shipped_files_with_their_provenance(finished_run, tmp
     assert provenance["recipe"] == recipe.read_text().strip().splitlines()
     assert provenance["data_seeds"] == {"train": 1000, "val": 2000}
     assert provenance["training_seconds"] == 12.5 and provenance["held_out_metrics"]["depth_ard"] == 0.5
-    assert provenance["train_flags"]["epochs"] == 2 and provenance["img_resize"] == [64, 128]
+    assert provenance["train_flags"]["epochs"] == 2 and provenance["train_flags"]["img_resize"] == [64, 128]
     assert len(provenance["git_commit"].split("-")[0]) == 40
     records = json.loads((finished_run / "metrics.json").read_text())
     best = next(r for r in records if r["epoch"] == payload["extra"]["epoch"])
     assert provenance["validation_metrics"]["motion_miou"] == best["val/motion_miou"]
-    assert payload["extra"]["img_resize"] == [64, 128]
+    _, _, trained_on = open_checkpoint(finished_run / "best.pt")
+    assert payload["contract"] == trained_on.to_dict() and trained_on.network_size == (64, 128)
 
     summary = json.loads((out / "shipped.json").read_text())
     for name, digest in summary["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
     assert summary["data_seeds"] == provenance["data_seeds"]
+    assert summary["input_contract"] == trained_on.to_dict()
 
     shipped, _ = load_checkpoint(out / "shipped.pt")
     original, _ = load_checkpoint(finished_run / "best.pt")
     for key, value in original.state_dict().items():
         assert torch.equal(value, shipped.state_dict()[key]), key
-    assert fixed_input_size(out / "shipped.onnx") == (64, 128)
+    exported = inspect_model_file(out / "shipped.onnx")
+    assert exported.fixed_size == (64, 128) and exported.contract == trained_on
     session = onnxruntime.InferenceSession(str(out / "shipped.onnx"), providers=["CPUExecutionProvider"])
     image, flow = torch.rand(1, 3, 64, 128) * 255, torch.randn(1, 3, 64, 128)
     depth = session.run(["depth"], {"image": image.numpy(), "flow": flow.numpy()})[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from contracts import contract_of
 from shipped_fixtures import held_out_split, load_benchmark, training_size
 
 from mtl_perception.model import build_model, save_checkpoint, shipped
@@ -40,7 +41,8 @@ def _check(report: dict) -> None:
 
 def test_checkpoint_onnx_and_node_agree_on_a_small_set(tmp_path, monkeypatch, torch_one_thread):
     monkeypatch.setenv("MTL_PERCEPTION_CACHE", str(tmp_path / "cache"))
-    checkpoint = save_checkpoint(tmp_path / "model.pt", _settled_model(), img_resize=[64, 128])
+    model = _settled_model()
+    checkpoint = save_checkpoint(tmp_path / "model.pt", model, contract=contract_of(model, size=(64, 128)))
     root = held_out_split(
         tmp_path / "data", split="val", seed=3300, sequences=1, frames=8, flow_size=(64, 128), size=(128, 256)
     )

@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from contracts import contract_of
 from torch import nn
-from train_fixtures import tiny_args, train_root
+from train_fixtures import SPLIT, tiny_args, train_root
 
+from mtl_perception.data.flow_folder import manifest_path, read_manifest
 from mtl_perception.learning.distributed import DistContext
 from mtl_perception.learning.pretrained import load_pretrained
 from mtl_perception.learning.sampling import EpochShuffleSampler
 from mtl_perception.learning.schedule import WarmupMultiStep
-from mtl_perception.model import build_model, load_checkpoint, save_checkpoint
+from mtl_perception.model import build_model, load_checkpoint, open_checkpoint, save_checkpoint
 from mtl_perception_training import train
 
 SEED_COMMANDS = [
@@ -203,16 +205,21 @@ def test_outputs_and_resume_continue_bit_exactly(tmp_path, torch_one_thread):
 
     # best.pt: the model checkpoint by motion mIoU, loadable as the node and export_model load it.
     best_epoch = max(records, key=lambda r: r["val/motion_miou"])["epoch"]
-    model, extra = load_checkpoint(straight / "best.pt")
+    model, extra, contract = open_checkpoint(straight / "best.pt")
     assert extra["epoch"] == best_epoch and extra["metric"] == "val/motion_miou"
-    assert extra["img_resize"] == [64, 128]  # tiny_args' --img_resize: the size the node runs it at
+    # the input contract: tiny_args' --img_resize (the size the node runs it at) and the flow folder's record
+    assert contract.network_size == (64, 128) and contract.flow == read_manifest(
+        manifest_path(train_root(), SPLIT)
+    ).flow
     assert model.config.preset == "lite" and model.tasks == ("depth", "semantic", "motion")
     assert a["best"] == {"metric": "val/motion_miou", "value": extra["value"], "epoch": best_epoch}
-    from mtl_perception.inference.export import main as export_main
+    from mtl_perception.inference.export import read_onnx_metadata
+    from mtl_perception.inference.export_cli import main as export_main
 
     out = tmp_path / "export.onnx"
-    args = ["--checkpoint", str(straight / "best.pt"), "--height", "64", "--width", "128", "--out", str(out)]
-    assert export_main(args) == 0
+    assert export_main(["--checkpoint", str(straight / "best.pt"), "--out", str(out)]) == 0
+    assert read_onnx_metadata(out)[1]["input_contract"] == contract.to_dict()
+    assert read_onnx_metadata(straight / "best.onnx")[1]["input_contract"] == contract.to_dict()
 
     # best.onnx (exported by train.py) computes what best.pt computes.
     import onnxruntime
@@ -364,7 +371,7 @@ def test_pretrained_from_a_single_task_rgb_checkpoint(tmp_path):
     rgb = build_model("lite", tasks=("semantic",), streams=("image",))
     for p in rgb.parameters():
         p.data.normal_()
-    path = save_checkpoint(tmp_path / "semantic.pt", rgb)
+    path = save_checkpoint(tmp_path / "semantic.pt", rgb, contract=contract_of(rgb))
     torch.manual_seed(1)
     model = build_model("lite")
     predict_before = {t: model.decoders[t].predict.weight.clone() for t in ("depth", "motion")}

@@ -7,8 +7,10 @@ Without ``--checkpoint`` (and without ``--model untrained``) it scores the model
 (``mtl_perception.model.shipped``; an error naming ``make shipped-model`` when the package carries none).
 ``--checkpoint`` takes a ``.pt`` checkpoint (run by the PyTorch backend) or an exported ``.onnx`` file (run
 by ONNX Runtime): both go through ``mtl_perception.inference`` backends, the path the node uses, so an
-export is scored exactly as it will run. The network sees ``--img_resize`` (an ONNX file's own input size),
-the metrics are computed at ``--output_size`` as TI (``mtl_perception.learning.evaluation``). The JSON holds
+export is scored exactly as it will run. The network sees the size it was trained at and the split's flow
+must be made as it was trained on (its input contract, ``mtl_perception.model.contract``; a flow folder made
+otherwise is refused in one line naming the ``make_flow_dataset`` command that fixes it); the metrics are
+computed at ``--output_size`` as TI (``mtl_perception.learning.evaluation``). The JSON holds
 every metric as a fraction (``depth_ard``, ``semantic_miou``, ``motion_miou``, ...; NaN written as null)
 and a ``setup`` record of what was evaluated.
 """
@@ -26,6 +28,7 @@ import torch
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.cli import tool_main
 from mtl_perception.data.cityscapes import num_semantic_classes as classes_of_mode
+from mtl_perception.data.flow_folder import check_flow_folder
 from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER, CityscapesMultiTask
 from mtl_perception.learning.evaluation import EvalResize, evaluate
 from mtl_perception.model.config import PRESETS
@@ -58,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        help="network input size (default: the checkpoint's training size, an ONNX file's own, else 384 768)",
+        help="network input size of --model untrained (default 384 768); a model file runs at the size it "
+        "was trained at (its input contract's)",
     )
     ap.add_argument(
         "--output_size",
@@ -92,38 +96,55 @@ def _semantic_mode(mode: str, classes: int) -> str:
 
 
 def open_model(args: argparse.Namespace, device: str):
-    """(backend, img_resize) for --checkpoint / --model untrained; errors name the file or the flag."""
-    from mtl_perception.inference.backends import create_backend
-    from mtl_perception.inference.export import read_onnx_metadata
-    from mtl_perception.model.checkpoint import read_checkpoint, trained_input_size
+    """The backend of --checkpoint (default: the shipped model) or --model untrained, at the size the
+    model was trained at; its ``contract`` says how the inputs must be made. Errors name the file or flag."""
+    from mtl_perception.inference.backends import create_backend, inspect_model_file
     from mtl_perception.model.shipped import resolve_model
 
     if args.checkpoint is None and args.model is None:
         args.checkpoint = resolve_model("").path  # ShippedModelMissing names `make shipped-model`
-    size = tuple(args.img_resize) if args.img_resize else None
-    if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
-        _, spec = read_onnx_metadata(args.checkpoint)
-        size = size or tuple(spec["input_size"])
-        backend = create_backend(args.checkpoint, "onnxruntime", device, input_size=size)
-        return backend, size
-    if args.checkpoint is not None:
-        trained = trained_input_size(read_checkpoint(args.checkpoint)["extra"])
-        size = size or trained or DEFAULT_IMG_RESIZE
-        return create_backend(args.checkpoint, "torch", device, input_size=size), size
-    size = size or DEFAULT_IMG_RESIZE
-    return create_backend(None, "torch", device, input_size=size, preset=args.preset, seed=args.seed), size
+    requested = tuple(args.img_resize) if args.img_resize else None
+    if args.checkpoint is None:
+        size = requested or DEFAULT_IMG_RESIZE
+        return create_backend(None, "torch", device, input_size=size, preset=args.preset, seed=args.seed)
+    facts = inspect_model_file(args.checkpoint)
+    trained = facts.contract.network_size
+    size = facts.fixed_size or trained
+    if size != trained:
+        raise ValueError(
+            f"{args.checkpoint} runs at {size[0]}x{size[1]} but its network was trained at "
+            f"{trained[0]}x{trained[1]}: evaluate the checkpoint, or an export at its training size"
+        )
+    if requested is not None and requested != trained:
+        raise ValueError(
+            f"--img_resize {requested[0]} {requested[1]} contradicts {args.checkpoint}'s input contract: "
+            f"it was trained at {trained[0]}x{trained[1]} and is evaluated at that size "
+            "(leave --img_resize out)"
+        )
+    kind = "onnxruntime" if facts.kind == "onnx" else "torch"
+    return create_backend(args.checkpoint, kind, device, input_size=size)
 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate; returns {"metrics": {...}, "setup": {...}}."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend, size = open_model(args, device)
-    config = backend.config
+    backend = open_model(args, device)
+    config, contract, size = backend.config, backend.contract, backend.input_size
     mode = _semantic_mode(args.semantic_mode, int(config.num_semantic_classes))
+    use_flow = "flow" in config.streams
+    if use_flow and args.checkpoint is not None:  # flow made otherwise than it learned on: refused
+        check_flow_folder(
+            args.data_path,
+            args.split,
+            contract.flow,
+            folder=args.flow_folder,
+            model=str(args.checkpoint),
+            who=str(args.checkpoint),
+        )
     dataset = CityscapesMultiTask(
         args.data_path,
         args.split,
-        use_flow="flow" in config.streams,
+        use_flow=use_flow,
         flow_folder=args.flow_folder,
         semantic_mode=mode,
         transform=EvalResize(size),
@@ -146,6 +167,7 @@ def run(args: argparse.Namespace) -> dict:
         "split": args.split,
         "images": len(dataset),
         "img_resize": list(size),
+        "input_contract": contract.to_dict(),
         "output_size": list(args.output_size) if args.output_size else "ground truth resolution",
         "semantic_mode": mode,
         "tasks": list(config.tasks),

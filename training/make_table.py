@@ -32,6 +32,7 @@ import numpy as np
 
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.cli import tool_main
+from mtl_perception.data.flow_folder import check_training_flow
 from mtl_perception.learning.results_table import (
     BEYOND_TI,
     SINGLE_ROWS,
@@ -44,6 +45,7 @@ from mtl_perception.learning.results_table import (
     summarize,
     table_rows,
 )
+from mtl_perception.model import FlowContract
 from mtl_perception_training.evaluate import json_ready
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
@@ -186,9 +188,8 @@ def generate_data(args) -> Path:
             root, split, count, SYNTHETIC_FRAMES, h, w, seed=seed, overwrite=True, show_progress=False,
             workers=min(count, os.cpu_count() or 1),
         )  # fmt: skip
-        make_flow_dataset(
-            root, split, gap=2, device="cpu", size=tuple(args.img_resize), overwrite=True, show_progress=False
-        )
+        flow = FlowContract(size=tuple(args.img_resize))  # the project's flow defaults at the network size
+        make_flow_dataset(root, split, flow=flow, device="cpu", overwrite=True, show_progress=False)
     atomic_write_bytes(done, json.dumps(record, indent=2).encode())
     return root
 
@@ -375,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started = time.perf_counter()
         data = args.data_path or generate_data(args)
+        # every run would refuse flow made otherwise; say it once, before the first run starts
+        check_training_flow(data, ["train", args.split], tuple(args.img_resize))
         rows, runs, screening = run_table(args, data)
         table = summarize(rows, runs)
         if screening:

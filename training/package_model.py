@@ -7,12 +7,14 @@ Reads ``RUN_DIR/best.pt`` (the model), ``RUN_DIR/checkpoint.pt`` (the run's flag
 ``RUN_DIR/metrics.json`` (the validation metrics of the best epoch) and writes into
 ``mtl_perception/model/weights/`` (``--out-dir``):
 
-* ``shipped.pt``: the weights and config, ``img_resize`` (the size the node runs it at) and ``provenance``:
+* ``shipped.pt``: the weights, config and input contract (``mtl_perception.model.contract``: the size the
+  node runs it at and how its flow is made, as the run's ``best.pt`` carries it) and ``provenance``:
   the recipe commands, the run's flags, the git commit, the data seeds, the training time, the machine,
   the validation metrics and the held-out metrics (``training/evaluate.py --json``); loadable with
   ``torch.load(weights_only=True)`` like every checkpoint;
 * ``shipped.onnx``: its export at the training size (``mtl_perception.inference.export``);
-* ``shipped.json``: the same provenance, readable without torch, with both files' SHA-256.
+* ``shipped.json``: the same provenance and input contract, readable without torch, with both files'
+  SHA-256.
 
 ``scripts/make_shipped_model.sh`` (``make shipped-model``) runs the whole recipe and then this.
 """
@@ -33,7 +35,7 @@ import torch
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.cli import tool_main
 from mtl_perception.inference.export import export_onnx
-from mtl_perception.model import load_checkpoint, save_checkpoint
+from mtl_perception.model import open_checkpoint, save_checkpoint
 from mtl_perception.model.shipped import SHIPPED_CHECKPOINT, SHIPPED_ONNX, shipped_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +100,6 @@ def provenance(args: argparse.Namespace, run: Path, extra: dict) -> dict:
         f"device {flags.get('device') or flags.get('gpus') or 'cpu'}",
         "best_epoch": int(extra["epoch"]),
         "epochs": int(flags.get("epochs", 0)),
-        "img_resize": [int(v) for v in flags["img_resize"]],
         "validation_metrics": best_epoch_metrics(run, int(extra["epoch"])),
         "held_out_metrics": held_out,
     }
@@ -111,30 +112,32 @@ def package(args: argparse.Namespace) -> dict:
             raise FileNotFoundError(f"{run / name} not found: --run must be a finished train.py output_dir")
     if args.training_seconds <= 0:
         raise ValueError(f"--training-seconds must be positive, got {args.training_seconds}")
-    model, extra = load_checkpoint(run / "best.pt")
+    model, extra, contract = open_checkpoint(run / "best.pt")
     record = provenance(args, run, extra)
-    height, width = record["img_resize"]
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = save_checkpoint(
         out / SHIPPED_CHECKPOINT,
         model,
+        contract=contract,
         overwrite=True,
         epoch=int(extra["epoch"]),
         metric=str(extra["metric"]),
         value=float(extra["value"]),
-        img_resize=[height, width],
         provenance=record,
     )
     onnx = export_onnx(
         model,
         out / SHIPPED_ONNX,
-        height=height,
-        width=width,
+        contract=contract,
         force=True,
         source=f"shipped model, commit {record['git_commit']}, checkpoint sha256 {sha256(checkpoint)}",
     )
-    summary = {**record, "files": {p.name: sha256(p) for p in (checkpoint, onnx)}}
+    summary = {
+        **record,
+        "input_contract": contract.to_dict(),
+        "files": {p.name: sha256(p) for p in (checkpoint, onnx)},
+    }
     atomic_write_bytes(out / PROVENANCE_JSON, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 

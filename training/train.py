@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from mtl_perception.cli import tool_main
 from mtl_perception.data.cityscapes import num_semantic_classes
-from mtl_perception.inference.export import export_onnx
+from mtl_perception.data.flow_folder import check_training_flow, make_flow_command
+from mtl_perception.inference.export import export_onnx, file_source
 from mtl_perception.learning.augment import TrainAugment
 from mtl_perception.learning.dataset import CityscapesMultiTask
 from mtl_perception.learning.distributed import (
@@ -56,12 +57,14 @@ from mtl_perception.learning.sampling import EpochShuffleSampler, SeededAugment
 from mtl_perception.learning.schedule import WarmupMultiStep
 from mtl_perception.learning.training_state import (
     check_resume,
+    check_resume_contract,
     load_training_state,
     restore_training_state,
     save_training_state,
 )
 from mtl_perception.learning.weighting import build_weighting
-from mtl_perception.model import build_model, load_checkpoint, save_checkpoint
+from mtl_perception.model import FlowContract, InputContract, build_model, open_checkpoint, save_checkpoint
+from mtl_perception.model.contract import contract_for
 
 PIVOT = {
     "motion": ("val/motion_miou", +1),
@@ -106,13 +109,29 @@ def get_dataset(args, *, split: str, train: bool) -> torch.utils.data.Dataset:
     except FileNotFoundError as exc:
         hint = ""
         if use_flow and args.flow_folder in str(exc):
-            hint = f" (make the flow inputs with: make_flow_dataset --root {root} --split {split})"
+            flow = FlowContract(size=tuple(args.img_resize))
+            hint = f" (make the flow inputs with: {make_flow_command(root, split, flow, overwrite=True)})"
         raise FileNotFoundError(f"--data_path {root}, split {split!r}: {exc}{hint}") from exc
     if not train:
         return dataset
     # TI's train augmentation, drawn per (seed, epoch, sample) so resume, workers and DDP see the same data.
     augment = TrainAugment(tuple(args.img_resize), rotation=args.transform_rotation)
     return SeededAugment(dataset, augment, seed=args.seed)
+
+
+def training_flow(args) -> FlowContract:
+    """The flow the network learns from, as its folder's manifest records it: checked to be complete, made
+    at --img_resize and alike on both splits (else one line naming the make_flow_dataset command)."""
+    if "flow" not in streams_for(args.tasks):  # an RGB-only network: no flow; the size is still recorded
+        return FlowContract(size=tuple(args.img_resize))
+    splits = [args.train_split, args.val_split]
+    return check_training_flow(args.data_path, splits, tuple(args.img_resize), folder=args.flow_folder)
+
+
+def input_contract(args, config) -> InputContract:
+    """The training flow, the tasks and the classes: every checkpoint of the run carries it, so the node,
+    evaluation and export feed the model what it learned on."""
+    return contract_for(config, training_flow(args), semantic_mode=args.semantic_mode)
 
 
 def build_loaders(args, ctx: DistContext):
@@ -280,6 +299,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
         prepare_output_dir(output_dir, overwrite=args.overwrite, resume=args.resume)
     train_loader, val_loader, sampler, generator = build_loaders(args, ctx)
     model = build_network(args, ctx)
+    contract = input_contract(args, model.config)
     weighting = build_weighting(args.multi_task_type, tasks=model.tasks, **method_options(args))
     # On the device before the optimizer exists: a resumed Adam state is then loaded onto the device too.
     weighting.to(ctx.device)
@@ -306,8 +326,10 @@ def train_worker(ctx: DistContext, args) -> dict | None:
         grad_scaler = torch.amp.GradScaler(ctx.device.type)
     start_epoch, global_step, best, history = 0, 0, None, []
     if args.resume:
+        state = load_training_state(args.resume)
+        check_resume_contract(args.resume, state, contract)
         start_epoch, global_step, best, history = restore_training_state(
-            load_training_state(args.resume),
+            state,
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
@@ -370,11 +392,11 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                     save_checkpoint(
                         output_dir / BEST,
                         net,
+                        contract=contract,  # the node and evaluate.py feed it what it learned on
                         overwrite=True,
                         epoch=epoch + 1,
                         metric=pivot_key,
                         value=score,
-                        img_resize=list(args.img_resize),  # the node and evaluate.py run it at this size
                     )
                 if args.tensorboard_images and pivot_key in record:
                     log.predictions(net, val_loader.dataset, ctx.device, global_step, args.tensorboard_images)
@@ -393,6 +415,7 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                     loader_generator=generator,
                     run_config=run_config(args),
                     grad_scaler=grad_scaler,
+                    contract=contract,
                 )
             best = broadcast_object(best)
             barrier()
@@ -400,15 +423,9 @@ def train_worker(ctx: DistContext, args) -> dict | None:
         if log is not None:
             log.close()
     if ctx.is_main and args.export_onnx and (output_dir / BEST).is_file():
-        best_model, _ = load_checkpoint(output_dir / BEST)
-        export_onnx(
-            best_model,
-            output_dir / ONNX,
-            height=args.img_resize[0],
-            width=args.img_resize[1],
-            force=True,
-            source=f"checkpoint {(output_dir / BEST).resolve()}",
-        )
+        best_model, _, best_contract = open_checkpoint(output_dir / BEST)
+        source = file_source(output_dir / BEST)
+        export_onnx(best_model, output_dir / ONNX, contract=best_contract, force=True, source=source)
     return best
 
 
@@ -418,6 +435,7 @@ def main(args) -> dict | None:
     check_args(args)
     train_set = get_dataset(args, split=args.train_split, train=True)  # missing data fails before any write
     get_dataset(args, split=args.val_split, train=False)
+    training_flow(args)  # flow made otherwise than the network trains at fails here too
     if len(train_set) < args.batch_size:
         raise ValueError(
             f"--batch_size {args.batch_size}: split {args.train_split!r} of {args.data_path} has only "

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mtl_perception.model.checkpoint import CheckpointError, atomic_torch_save
+from mtl_perception.model.contract import ContractError, InputContract
 
 FORMAT = "mtl_perception.training_state"
 VERSION = 1
@@ -97,6 +98,7 @@ def save_training_state(
     history: list[dict],
     loader_generator: torch.Generator | None,
     run_config: dict,
+    contract: InputContract,
     grad_scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Atomically write the run's state after ``epoch`` completed epochs (the previous file is replaced
@@ -117,6 +119,7 @@ def save_training_state(
         "history": history,
         "rng": capture_rng_state(loader_generator),
         "run_config": run_config,
+        "contract": contract.to_dict(),  # what the run trains on: a resume must train on the same
     }
     if grad_scaler is not None:  # --amp_dtype float16: the loss scale and its growth tracker
         state["grad_scaler"] = grad_scaler.state_dict()
@@ -187,3 +190,23 @@ def check_resume(path: str | os.PathLike, current: dict) -> dict:
     state = load_training_state(path)
     check_resume_compatible(path, state.get("run_config", {}), current)
     return state
+
+
+def check_resume_contract(path: str | os.PathLike, state: dict, contract: InputContract) -> None:
+    """Refuse to resume a run on inputs made otherwise than the ones it started on (the flow folder was
+    recomputed with other settings since); a state saved before runs recorded it is taken as it is."""
+    if "contract" not in state:
+        return
+    try:
+        saved = InputContract.from_dict(state["contract"])
+    except ContractError as error:
+        raise CheckpointError(f"--resume {path}: {error}") from error
+    differences = saved.flow.differences(contract.flow)
+    if saved.semantic_mode != contract.semantic_mode:
+        differences.append(f"semantic mode {saved.semantic_mode} vs {contract.semantic_mode}")
+    if differences:
+        raise CheckpointError(
+            f"--resume {path}: the run started on other inputs than the data now holds ("
+            + "; ".join(differences)
+            + " (run vs data)); resume on the data it started on, or start a new run"
+        )
