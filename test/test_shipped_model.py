@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from shipped_fixtures import BOUNDS, HEIGHT, WIDTH, held_out_split, training_size, within
 
-from mtl_perception.inference import fixed_input_size
-from mtl_perception.model import load_checkpoint, shipped
+from mtl_perception.inference import inspect_model_file
+from mtl_perception.inference.export import META_SOURCE, read_onnx_metadata
+from mtl_perception.model import open_checkpoint, shipped
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = shipped.shipped_folder() / shipped.SHIPPED_CHECKPOINT
@@ -37,19 +38,66 @@ def test_the_shipped_model_is_committed_with_its_provenance():
     record = json.loads((weights / "shipped.json").read_text())
     for name, digest in record["files"].items():
         assert _sha256(Path(str(weights / name))) == digest, f"{name} is not the file shipped.json describes"
-    model, extra = load_checkpoint(Path(str(weights / shipped.SHIPPED_CHECKPOINT)))  # weights_only=True
+    model, extra, contract = open_checkpoint(Path(str(weights / shipped.SHIPPED_CHECKPOINT)))  # weights_only
     provenance = extra["provenance"]
     assert provenance["data_seeds"] == {"train": 1000, "val": 2000, "test": 3000}
     assert provenance["git_commit"] not in ("", "unknown") and provenance["training_seconds"] > 0
     assert any("training/train.py" in line for line in provenance["recipe"])
     assert provenance["held_out_metrics"]["depth_ard"] > 0
-    assert model.config.preset == "lite" and extra["img_resize"] == [128, 256]
-    assert fixed_input_size(Path(str(weights / shipped.SHIPPED_ONNX))) == (128, 256)
+    assert model.config.preset == "lite" and contract.network_size == (128, 256)
+    onnx = inspect_model_file(Path(str(weights / shipped.SHIPPED_ONNX)))
+    assert onnx.fixed_size == (128, 256) and onnx.contract == contract == inspect_model_file(SHIPPED).contract
+    assert record["input_contract"] == contract.to_dict()
+
+
+def test_the_shipped_model_carries_the_flow_it_was_trained_on():
+    """The recipe made its flow with make_flow_dataset --height 128 --width 256 and otherwise the defaults
+    of that time (cv::cuda's Farnebäck parameters, residual confidence, frame f - 2 at 17 Hz): the file says
+    exactly that, so every consumer makes the same flow."""
+    from mtl_perception.flow import CUDA_DEFAULTS
+
+    _, _, contract = open_checkpoint(SHIPPED)
+    record = json.loads((SHIPPED.parent / "shipped.json").read_text())
+    assert any(
+        "make_flow_dataset" in line and "--height 128 --width 256" in line for line in record["recipe"]
+    )
+    flow = contract.flow
+    assert (flow.size, flow.farneback, flow.confidence) == ((128, 256), CUDA_DEFAULTS, "residual")
+    assert (flow.partner_gap, flow.frame_rate_hz) == (2, 17.0) and flow.flow_dt == pytest.approx(2 / 17)
+    assert contract.semantic_mode == "five" and contract.tasks == ("depth", "semantic", "motion")
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_no_shipped_or_exported_file_holds_a_path_of_the_machine_that_built_it():
+    import re
+
+    import onnx
+
+    absolute = re.compile(r"(^|[\s=:'\"])/[A-Za-z]")
+    _, extra, _ = open_checkpoint(SHIPPED)
+    record = json.loads((SHIPPED.parent / "shipped.json").read_text())
+    proto = onnx.load(str(SHIPPED.parent / shipped.SHIPPED_ONNX), load_external_data=False)
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    found = [s for s in (*_strings(extra), *_strings(record), *metadata.values()) if absolute.search(s)]
+    assert found == [], found
+    assert "sha256" in metadata[META_SOURCE] and read_onnx_metadata(SHIPPED.parent / shipped.SHIPPED_ONNX)
 
 
 @pytest.mark.slow
-def test_a_built_wheel_carries_the_shipped_files(tmp_path):
-    """A non-editable install gets the weights: build a wheel of the tracked tree plus stand-in weights."""
+def test_a_built_wheel_and_install_tree_carry_the_shipped_files_by_a_supported_route(tmp_path):
+    """A non-editable install gets the weights: build a wheel of the tracked tree plus stand-in weights,
+    and the install tree colcon builds (``setup.py build``, what colcon-ros runs for an ament_python
+    package), which must not install them "as data" by setuptools' deprecated path."""
     tracked = subprocess.run(
         ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True
     ).stdout.split(b"\0")
@@ -72,6 +120,17 @@ def test_a_built_wheel_carries_the_shipped_files(tmp_path):
     content = set(zipfile.ZipFile(wheel).namelist())
     for name in names:
         assert f"mtl_perception/model/weights/{name}" in content, sorted(content)
+    assert "mtl_perception/ros/fastdds/node_udp.xml" in content
+    built = subprocess.run(
+        [sys.executable, "setup.py", "build", "--build-base", str(tmp_path / "build")],
+        cwd=source, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    log = built.stdout + built.stderr
+    assert "absent from the `packages` configuration" not in log and "deprecated" not in log.lower(), log
+    lib = tmp_path / "build" / "lib" / "mtl_perception"
+    for name in names:
+        assert (lib / "model" / shipped.WEIGHTS_FOLDER / name).is_file(), name
+    assert (lib / "ros" / "fastdds" / "node_udp.xml").is_file()
 
 
 @pytest.fixture(scope="module")
