@@ -71,10 +71,10 @@ fi
 
 # The held-out set: its own seed and city, the quality targets' 256x512 (docs/training.md, "The shipped model").
 "$BIN/make_synthetic_cityscapes" --out "$ROOT" "${HELD_OUT_DATA[@]}" "${DATA_FLAGS[@]}" --overwrite
-"$BIN/make_flow_dataset" --root "$ROOT" --split test "${FLOW_FLAGS[@]}"
-# --img_resize: a best.pt from before train.py recorded its size would otherwise be run at evaluate's default
+# the held-out flow made as best.pt's input contract says (its size and flow settings)
+"$BIN/make_flow_dataset" --root "$ROOT" --split test --model "$RUN/best.pt" --device cpu
 "$PY" training/evaluate.py --checkpoint "$RUN/best.pt" --data_path "$ROOT" --split test \
-    --img_resize 128 256 --output_size 256 512 --workers 1 --json "$WORK/held_out.json"
+    --output_size 256 512 --workers 1 --json "$WORK/held_out.json"
 
 "$PY" training/package_model.py --run "$RUN" --training-seconds "$TRAINING_SECONDS" \
     --held-out "$WORK/held_out.json" --recipe "$recipe" \

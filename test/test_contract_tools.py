@@ -153,3 +153,43 @@ def test_evaluate_refuses_an_incomplete_flow_folder_naming_the_command_that_fini
     assert evaluate.main(argv) == 2
     line = _error_line(capsys.readouterr().err, "mtl_evaluate")
     assert "is incomplete" in line and "--overwrite" not in line and "--height 64 --width 128" in line
+
+
+def test_flow_beyond_the_clamp_is_clamped_with_zero_confidence_counted_and_the_split_goes_on(tmp_path):
+    """A Farnebäck blow-up (seen: 895 px on one generated frame, beyond the PNG's ±512 px) stopped a whole
+    split. It is clamped as the node clamps it, counted, and the split is finished; a contract with a small
+    clamp makes every moving frame such a case."""
+    import numpy as np
+
+    from mtl_perception.flow import read_flow_png
+    from mtl_perception.model import FlowContract
+    from mtl_perception_training.make_flow_dataset import make_flow_dataset
+
+    root = copy_of_root(tmp_path)
+    flow = FlowContract(size=(64, 128), clamp_px=0.5)
+    done = make_flow_dataset(root, SPLIT, flow=flow, device="cpu", overwrite=True, show_progress=False)
+    files = sorted(manifest_path(root, SPLIT).parent.rglob("*_flow.png"))
+    assert done["computed"] == len(files) == 4 and done["clamped_frames"] >= 1 and done["clamped_pixels"] > 0
+    # against the unclamped flow of the same frame pair: beyond the clamp -> at the clamp, confidence 0
+    import cv2
+    import torch
+
+    from mtl_perception.data.cityscapes import FrameId, cityscapes_path
+    from mtl_perception.pipeline import FlowInput
+    from mtl_perception_training.make_flow_dataset import frame_flow
+
+    fid = FrameId.parse(files[0])
+    frames = [
+        cv2.imread(str(cityscapes_path(root, "image_sequence", SPLIT, FrameId(fid.city, fid.seq, f))))[
+            ..., ::-1
+        ]
+        for f in (fid.frame, fid.frame - flow.partner_gap)
+    ]
+    free = FlowInput(flow.farneback, torch.device("cpu"), flow.confidence, clamp_px=1000.0)
+    uv_free, confidence_free = frame_flow(free, frames[0], frames[1], flow.size)
+    uv, confidence = read_flow_png(files[0])
+    beyond = np.abs(uv_free).max(axis=-1) > 0.5
+    assert beyond.any() and (confidence[beyond] == 0).all()
+    assert np.abs(uv).max() <= 0.5 and np.allclose(np.abs(uv[beyond]).max(axis=-1), 0.5)
+    np.testing.assert_allclose(confidence[~beyond], confidence_free[~beyond], atol=1 / 65535)
+    assert read_manifest(manifest_path(root, SPLIT)).flow.clamp_px == 0.5
