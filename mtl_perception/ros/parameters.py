@@ -15,6 +15,7 @@ from mtl_perception.inference import BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS
 from mtl_perception.pipeline import DEFAULT_FLOW_DT, OUTPUT_SIZES
 from mtl_perception.pipeline_factory import PALETTES
 from mtl_perception.ros.conversions import DEFAULT_MAX_PIXELS
+from mtl_perception.ros.image_input import IMAGE_TRANSPORTS
 
 
 def _int(description, low, high, step=0):
@@ -73,6 +74,14 @@ PARAMETERS = {
         ),
     ),
     "output_size": ("network", _text("Resolution of the published images.", OUTPUT_SIZES)),
+    "image_transport": (
+        "raw",
+        _text(
+            "Camera input: raw = sensor_msgs/Image on 'image'; compressed = sensor_msgs/CompressedImage "
+            "(JPEG, PNG) on '<image>/compressed', as compressed_image_transport names it.",
+            IMAGE_TRANSPORTS,
+        ),
+    ),
     "flow.pyr_scale": (0.5, _float("Farnebäck pyramid scale.", 0.05, 0.95)),
     "flow.levels": (5, _int("Farnebäck pyramid levels.", 0, 10)),
     "flow.winsize": (13, _int("Farnebäck averaging window.", 1, 101)),
