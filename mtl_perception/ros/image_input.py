@@ -61,7 +61,8 @@ class CompressedInput:
     def convert(self, msg):
         image = self.decoder.decode(msg.data, msg.format)
         self.sizes.check(image.shape[:2])
-        return image, str(msg.format)
+        # decoded frames are RGB whatever the format string says: only a size change restarts the flow
+        return image, "compressed"
 
     @staticmethod
     def describe(msg) -> str:
