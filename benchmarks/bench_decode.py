@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import bench_node  # benchmarks/ is this script's folder
+import bench_resize
 import cv2
 import numpy as np
 from machine import cpu_name
@@ -61,13 +62,8 @@ def jpeg(rgb: np.ndarray) -> bytes:
 
 
 def timed(fn, repeats: int) -> dict[str, float]:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"min_ms": float(np.min(times)), "median_ms": float(np.median(times))}
+    fastest, median = bench_resize.timed(fn, repeats)
+    return {"min_ms": fastest, "median_ms": median}
 
 
 def bench_decoding(repeats: int) -> list[dict]:

@@ -18,7 +18,13 @@ import cv2
 import numpy as np
 
 from mtl_perception.compressed import FrameDecoder
-from mtl_perception.data.bag_reader import choose_image_topic, open_bag, reason
+from mtl_perception.data.bag_reader import (
+    DamagedBagError,
+    choose_image_topic,
+    open_bag,
+    read_messages,
+    reason,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 #: frame rate assumed for a folder of images without --fps: Cityscapes' 17 Hz, what the shipped model saw
@@ -165,17 +171,15 @@ def _bag_frames(reader, connections) -> Iterator[SourceFrame]:
     from mtl_perception.ros.conversions import image_to_rgb  # rclpy-free, duck-typed on the fields
 
     decoder = FrameDecoder("cpu")
-    messages = reader.messages(connections=connections)
+    messages = read_messages(reader, connections)
     index = 0
     while True:
         try:
             connection, _, raw = next(messages)
         except StopIteration:
             return
-        except Exception as error:  # a cut or damaged storage file, found while reading
-            yield SourceFrame(
-                index, f"{index:06d}", 0.0, problem=f"the bag is damaged here ({reason(error)})"
-            )
+        except DamagedBagError as error:
+            yield SourceFrame(index, f"{index:06d}", 0.0, problem=str(error))
             return
         name = f"{index:06d}"
         try:

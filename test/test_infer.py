@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from camera_bags import jpeg_pillow, png_opencv, real_clip, real_frames, write_camera_bag
 from PIL import Image
+from test_faults_arguments import _run
 
 from mtl_perception.infer import depth_to_millimetres, main
 from mtl_perception.sources import open_source
@@ -21,11 +22,7 @@ NETWORK = (128, 256)  # the shipped model's size
 
 
 def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as stop:  # argparse's refusal: usage, then one line naming the argument
-        code = stop.code
-    return code, capsys.readouterr().err
+    return _run(main, argv, capsys)
 
 
 def summary_of(out):

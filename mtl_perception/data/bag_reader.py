@@ -7,7 +7,7 @@ type store, which holds sensor_msgs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,3 +75,21 @@ def camera_info_topic(image_topic: str) -> str:
     base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
     parent = base.rsplit("/", 1)[0]
     return f"{parent}/camera_info"
+
+
+def read_messages(reader, connections: Sequence, *, start: int | None = None) -> Iterator[tuple]:
+    """``reader.messages(connections, start)``, with a storage file that breaks while being read (cut,
+    damaged) reported as DamagedBagError naming the bag and how far it got."""
+    messages = reader.messages(connections=connections, start=start)
+    count = 0
+    while True:
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        except Exception as error:  # whatever the storage reader hits in a damaged file
+            raise DamagedBagError(
+                f"{reader.paths[0]}: damaged after {count} messages ({reason(error)})"
+            ) from error
+        count += 1
+        yield item

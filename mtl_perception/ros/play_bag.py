@@ -27,6 +27,7 @@ from mtl_perception.data.bag_reader import (
     camera_info_topic,
     choose_image_topic,
     open_bag,
+    read_messages,
     reason,
 )
 
@@ -138,18 +139,7 @@ def _publish_all(reader, node, conns, rate, loop, start_delay, wait_for, wait_ti
     while True:
         wall0, bag0 = time.monotonic(), None
         last_print = 0.0
-        messages = reader.messages(connections=conns, start=first_ns)
-        i = -1
-        while True:
-            try:
-                conn, stamp, raw = next(messages)
-            except StopIteration:
-                break
-            except Exception as error:  # a cut or damaged storage file, found while reading
-                raise DamagedBagError(
-                    f"{reader.paths[0]}: damaged after {i + 1} messages ({reason(error)})"
-                ) from error
-            i += 1
+        for i, (conn, stamp, raw) in enumerate(read_messages(reader, conns, start=first_ns)):
             bag0 = stamp if bag0 is None else bag0
             delay = wall0 + (stamp - bag0) * 1e-9 / rate - time.monotonic()
             if delay > 0:
