@@ -204,3 +204,19 @@ def test_torchvision_branch_calls_decode_jpeg_on_the_device(photo, fake_torchvis
     assert np.abs(out.numpy().astype(int) - photo).mean() < 6
     png = decoder.decode(pillow_bytes(photo, "PNG"), "png")  # PNG always through OpenCV
     assert isinstance(png, np.ndarray) and len(calls) == 2
+
+
+def test_auto_measures_on_the_first_jpeg_and_keeps_the_faster(photo, fake_torchvision, monkeypatch):
+    """On CUDA with torchvision: both decoders timed on the first JPEG (here the OpenCV candidate cannot
+    upload to the absent GPU, so it drops out), the choice kept for the stream; a PNG decides nothing."""
+    calls, _ = fake_torchvision
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    decoder = FrameDecoder("cuda:0")
+    assert decoder.name == "cv2" and not decoder.measured_ms
+    decoder.decode(pillow_bytes(photo, "PNG"), "png")
+    assert decoder.name == "cv2" and not calls
+    decoder.decode(pillow_bytes(photo, "JPEG", quality=90), "jpeg")
+    assert decoder.name == "torchvision" and set(decoder.measured_ms) == {"torchvision"}
+    timed = len(calls)
+    decoder.decode(pillow_bytes(photo, "JPEG", quality=80), "jpeg")
+    assert len(calls) == timed + 1  # measured once: from now on one decode per frame
