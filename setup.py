@@ -54,6 +54,8 @@ setup(
             "mtl_train = mtl_perception_training.train:cli",
             "mtl_evaluate = mtl_perception_training.evaluate:main",
             "mtl_make_table = mtl_perception_training.make_table:main",
+            # issue 22: the model on a video, an image folder or a bag, without ROS
+            "mtl_infer = mtl_perception.infer:main",
             # issue 5: the node
             "mtl_perception_node = mtl_perception.ros.node:main",
             # issue 12: the managed (lifecycle) node

@@ -212,18 +212,16 @@ def transport_listener(*, topic: str, rate: float, frames: int) -> int:
 
 # --------------------------------------------------------------------------------------- node over DDS
 def node_arguments(config: NodeConfig, *, device: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """The package's params file with the given network and device (no periodic log summary)."""
+    """The package's params file with the given network and device (no periodic log summary); preset
+    ``shipped``: the model the package ships, as a user gets it."""
+    model = [] if config.preset == "shipped" else [
+        "-p", "model_file:=untrained", "-p", f"model_preset:={config.preset}",
+        "-p", f"network_height:={config.height}", "-p", f"network_width:={config.width}",
+    ]  # fmt: skip
     return [
         "--params-file",
         str(REPO / "config" / "params.yaml"),
-        "-p",
-        "model_file:=untrained",
-        "-p",
-        f"model_preset:={config.preset}",
-        "-p",
-        f"network_height:={config.height}",
-        "-p",
-        f"network_width:={config.width}",
+        *model,
         "-p",
         f"device:={device}",
         "-p",
@@ -242,9 +240,14 @@ class NodeUnderTest:
 
 @contextmanager
 def node_under_test(
-    config: NodeConfig, *, device: str, topics: tuple[str, ...], extra: tuple[str, ...] = ()
+    config: NodeConfig,
+    *,
+    device: str,
+    topics: tuple[str, ...],
+    extra: tuple[str, ...] = (),
+    input_topic: str = "image",
 ) -> Iterator[NodeUnderTest]:
-    """The node in a private namespace with a listener on ``topics``, once it listens for images.
+    """The node in a private namespace with a listener on ``topics``, once it listens on ``input_topic``.
 
     Raises RuntimeError with the end of the node's log if it exits or does not subscribe within 120 s.
     """
@@ -255,10 +258,10 @@ def node_under_test(
         with node_process(args, namespace=namespace, log_path=log, stop_timeout=30.0) as process:
             with listener(topics, namespace=namespace) as recorder:
                 require_node_up(
-                    lambda: recorder.node.count_subscribers(f"{namespace}/image") > 0,
+                    lambda: recorder.node.count_subscribers(f"{namespace}/{input_topic}") > 0,
                     process=process,
                     timeout=120,
-                    waiting_for=f"subscribe to {namespace}/image",
+                    waiting_for=f"subscribe to {namespace}/{input_topic}",
                     log_path=log,
                 )
                 yield NodeUnderTest(process=process, recorder=recorder, namespace=namespace)

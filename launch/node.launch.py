@@ -1,6 +1,7 @@
 """Launch mtl_perception_node with the package's parameter file, a remappable input topic and overrides.
 
     ros2 launch mtl_perception node.launch.py image_topic:=/camera/image_raw
+    ros2 launch mtl_perception node.launch.py image_topic:=/camera/image_raw image_transport:=compressed
     ros2 launch mtl_perception node.launch.py model_file:=/models/mtl.onnx backend:=onnxruntime \
         namespace:=front use_shm_transport:=true
     ros2 launch mtl_perception node.launch.py model_file:=/models/mtl.pt \
@@ -38,7 +39,7 @@ PACKAGE = "mtl_perception"
 def _node(context, *args, **kwargs):
     """The node, with only the non-empty launch arguments turned into parameter overrides."""
     overrides = {}
-    for name in ("model_file", "model_preset", "backend", "device"):
+    for name in ("model_file", "model_preset", "backend", "device", "image_transport"):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
@@ -107,7 +108,15 @@ def generate_launch_description() -> LaunchDescription:
                 description="YAML parameter file (/**: ros__parameters: ...)",
             ),
             DeclareLaunchArgument(
-                "image_topic", default_value="/camera/image_raw", description="Input sensor_msgs/Image topic"
+                "image_topic",
+                default_value="/camera/image_raw",
+                description="Input camera topic (image_transport compressed: '<image_topic>/compressed')",
+            ),
+            DeclareLaunchArgument(
+                "image_transport",
+                default_value="",
+                description="raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage, JPEG / PNG) "
+                "(empty: keep params_file)",
             ),
             DeclareLaunchArgument(
                 "camera_info_topic",

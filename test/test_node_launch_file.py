@@ -37,7 +37,16 @@ def test_launch_file_defines_the_documented_interface():
         "network_height",  # sizes a checkpoint / the untrained model (an export brings its own)
         "network_width",
         "use_shm_transport",
+        "image_transport",  # raw | compressed, forwarded to the node's parameter of the same name
     } <= arguments
+    (node_function,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_node"]
+    forwarded = {
+        element.value
+        for loop in ast.walk(node_function)
+        if isinstance(loop, ast.For) and isinstance(loop.iter, ast.Tuple)
+        for element in loop.iter.elts
+    }
+    assert {"model_file", "backend", "device", "image_transport"} <= forwarded
     constants = {
         target.id: ast.literal_eval(n.value)
         for n in tree.body

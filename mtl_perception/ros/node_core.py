@@ -26,10 +26,10 @@ from mtl_perception.pipeline_factory import build_pipeline, choose_model, semant
 from mtl_perception.ros.conversions import (
     ImageConversionError,
     fill_image,
-    image_to_tensor,
     roi_outside_image,
     scaled_camera_info_fields,
 )
+from mtl_perception.ros.image_input import IMAGE_TRANSPORTS, make_input
 from mtl_perception.ros.node_stats import PeriodicSummary, StatsWindow
 from mtl_perception.ros.parameters import PARAMETERS
 
@@ -97,6 +97,11 @@ class PerceptionCore:
                 f"depth_color.near ({p['depth_color.near']}) must be below "
                 f"depth_color.far ({p['depth_color.far']})"
             )
+        if p["image_transport"] not in IMAGE_TRANSPORTS:
+            raise ConfigError(
+                "image_transport",
+                f"parameter image_transport={p['image_transport']!r} must be one of {IMAGE_TRANSPORTS}",
+            )
         self.params = p
         config = PipelineConfig.from_parameters(p)
         config.validate()  # a typo fails before the model file is read
@@ -107,6 +112,9 @@ class PerceptionCore:
             self.log.warning(f"model: {self.model.label}")
         self.overridden = "; ".join(map(str, self.pipeline.overrides)) if self.model.trained else ""
         self.palette = semantic_colors(p["palette"], p["palette_rgb"], self.pipeline.backend)
+        self.input = make_input(
+            p["image_transport"], device=self.pipeline.device, max_pixels=p["max_image_pixels"]
+        )
         if p["warmup"]:
             self.log.info("warming up the pipeline (two blank frames through every stage)")
             start = time.perf_counter()
@@ -142,9 +150,14 @@ class PerceptionCore:
         self.stats = StatsWindow(start=time.monotonic())
         self.summary = PeriodicSummary(p["summary_period"], start=time.monotonic())
         self._latest, self._running = None, True
+        image_topic = self.input.topic(node)
         self._entities = [
             node.create_subscription(
-                Image, "image", self._on_image, input_qos(), qos_overriding_options=qos_options
+                self.input.msg_type,
+                image_topic,
+                self._on_image,
+                input_qos(),
+                qos_overriding_options=qos_options,
             ),
             node.create_timer(p["diagnostics_period"], self._on_diagnostics_timer),
         ]
@@ -161,7 +174,8 @@ class PerceptionCore:
         self.worker = threading.Thread(target=self._work, name="mtl_perception_worker", daemon=True)
         self.worker.start()
         self.log.info(
-            f"ready: {self.description}; subscribed to {node.resolve_topic_name('image')}; "
+            f"ready: {self.description}; subscribed to {node.resolve_topic_name(image_topic)} "
+            f"({self.input.msg_type.__name__}); "
             f"transport: {self.transport}"
         )
 
@@ -193,7 +207,7 @@ class PerceptionCore:
             self.worker = None
 
     # ---------------------------------------------------------------------------------- callbacks
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg) -> None:
         """Keep only the newest frame; the worker picks it up (no processing in the executor thread)."""
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._wake:
@@ -224,10 +238,10 @@ class PerceptionCore:
             except Exception as error:  # keep the node alive; a crash here would silently stop all outputs
                 self._reject(msg, error, kind=f"unexpected error ({type(error).__name__})")
 
-    def _reject(self, msg: Image, error: Exception, *, kind: str) -> None:
+    def _reject(self, msg, error: Exception, *, kind: str) -> None:
         text = (
             f"{kind}, frame dropped (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}, "
-            f"{msg.width}x{msg.height} {msg.encoding!r}): {error}"
+            f"{self.input.describe(msg)}): {error}"
         )
         self.stats.count_rejected(f"{kind}: {error}")
         self.log.error(text, throttle_duration_sec=self.params["error_throttle"])
@@ -235,20 +249,26 @@ class PerceptionCore:
     def _subscribed(self, topic: str) -> bool:
         return topic in self.pub and self.pub[topic].get_subscription_count() > 0
 
-    def _process(self, msg: Image, received: float) -> None:
+    def _process(self, msg, received: float) -> None:
         start = time.perf_counter()
-        image = image_to_tensor(msg, self.pipeline.device, self.params["max_image_pixels"])
+        image, encoding = self.input.convert(msg)  # compressed: the decode is part of "convert"
         convert_ms = (time.perf_counter() - start) * 1e3
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         want_overlay = self._subscribed("motion/overlay")
         result = self.pipeline.process(
             image,
             stamp,
-            msg.encoding,
+            encoding,
             want_flow="flow" in self.pub,
             want_image=want_overlay,
             timings={"convert": convert_ms},
         )
+        if result.reset and result.reset_reason != "first frame":
+            self.log.warning(
+                f"flow history reset at stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: "
+                f"{result.reset_reason}; this frame is published with zero flow",
+                throttle_duration_sec=self.params["error_throttle"],
+            )
         publish_start = time.perf_counter()
         header = msg.header
         outputs = [
@@ -269,7 +289,7 @@ class PerceptionCore:
         for topic, array, encoding in outputs:
             if array is not None and topic in self.pub:
                 self.pub[topic].publish(fill_image(Image(check_fields=True), array, encoding, header))
-        self._publish_camera_info(msg, result.size)
+        self._publish_camera_info(msg, tuple(image.shape[:2]), result.size)
         done = time.monotonic()
         timings = dict(result.timings)
         timings["publish"] = (time.perf_counter() - publish_start) * 1e3
@@ -281,21 +301,23 @@ class PerceptionCore:
             timings=timings,
             reset=result.reset,
             partner_dt=result.partner_dt,
+            reset_reason=result.reset_reason,
         )
 
-    def _publish_camera_info(self, msg: Image, size: tuple[int, int]) -> None:
+    def _publish_camera_info(self, msg, in_size: tuple[int, int], size: tuple[int, int]) -> None:
         if "depth/camera_info" not in self.pub:
             return
         with self._lock:
             info = self._camera_info
         if info is None:
             return
-        problem = roi_outside_image(info, msg.width, msg.height)
+        height, width = in_size
+        problem = roi_outside_image(info, width, height)
         if problem and not self._roi_warned:
             self._roi_warned = True
             self.log.warning(problem)
         out_h, out_w = size
-        scaled = CameraInfo(**scaled_camera_info_fields(info, msg.width, msg.height, out_w, out_h))
+        scaled = CameraInfo(**scaled_camera_info_fields(info, width, height, out_w, out_h))
         scaled.header = msg.header
         self.pub["depth/camera_info"].publish(scaled)
 
@@ -351,6 +373,7 @@ class PerceptionCore:
             "input_contract": self.pipeline.backend.contract.summary(),
             "contract_overridden": self.overridden or "no",
             "transport": self.transport,
+            **self.input.diagnostics(),
         }
         status = DiagnosticStatus(
             level=level,

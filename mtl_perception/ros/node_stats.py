@@ -73,6 +73,7 @@ class StatsWindow:
         self._lock = threading.Lock()
         self.received = self.processed = self.dropped = self.rejected = self.resets = self.lost = 0
         self.last_error = ""
+        self.last_reset = ""  # why the flow history last restarted (after the first frame), with its stamp
         self._gaps = StampGaps()
         self._partner_dt: deque[float] = deque(maxlen=50)
         self._new_period(start)
@@ -111,11 +112,14 @@ class StatsWindow:
         timings: dict[str, float],
         reset: bool,
         partner_dt: float | None,
+        reset_reason: str | None = None,
     ) -> None:
         with self._lock:
             self.processed += 1
             self._period_processed += 1
             self.resets += int(reset)
+            if reset and reset_reason and reset_reason != "first frame":
+                self.last_reset = reset_reason
             self._latency_receive.append(latency_receive_ms)
             self._latency_stamp.append(latency_stamp_ms)
             for stage, value in timings.items():
@@ -151,6 +155,7 @@ class StatsWindow:
                 "input_loss_recent": self._period_lost / seen if seen else 0.0,
                 "input_period_ms": period * 1e3 if period is not None else float("nan"),
                 "resets": self.resets,
+                "last_reset": self.last_reset,
                 "last_error": self.last_error,
             }
             processed_in_period = self._period_processed

@@ -23,6 +23,7 @@ from mtl_perception.inference import BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS
 from mtl_perception.pipeline_config import OUTPUT_SIZES, PipelineConfig, parameter_name
 from mtl_perception.pipeline_factory import PALETTES
 from mtl_perception.ros.conversions import DEFAULT_MAX_PIXELS
+from mtl_perception.ros.image_input import IMAGE_TRANSPORTS
 
 #: the model's value, for a parameter left unset (what ``ros2 param describe`` shows)
 FROM_MODEL = "unset = the model's own value (its input contract); a value overrides the model"
@@ -101,6 +102,14 @@ PARAMETERS = {
         ),
     ),
     "output_size": (_default("output_size"), _text("Resolution of the published images.", OUTPUT_SIZES)),
+    "image_transport": (
+        "raw",
+        _text(
+            "Camera input: raw = sensor_msgs/Image on 'image'; compressed = sensor_msgs/CompressedImage "
+            "(JPEG, PNG) on '<image>/compressed', as compressed_image_transport names it.",
+            IMAGE_TRANSPORTS,
+        ),
+    ),
     "flow.pyr_scale": (
         _default("flow.pyr_scale", Parameter.Type.DOUBLE),
         _float(f"Farnebäck pyramid scale; {FROM_MODEL}.", 0.05, 0.95),

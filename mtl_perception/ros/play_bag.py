@@ -1,8 +1,11 @@
 """Play a rosbag2 (MCAP or sqlite3) through rclpy at its recorded timing, like ``ros2 bag play``.
 
-Messages are published as the serialized CDR bytes stored in the bag (rclpy publishes ``bytes`` as-is), so
-nothing is deserialized on the way. QoS: reliable, keep-last 10, volatile (``ros2 bag play``'s default).
-Users with a ROS 2 install can equally run ``ros2 bag play BAG`` on the same bags.
+Any robot's bag: by default its first camera topic (``sensor_msgs/Image`` or ``CompressedImage``; ``--topic``
+chooses another) and that camera's ``camera_info`` when the bag has it (image_transport's sibling topic);
+``--topics`` plays exactly the topics named. ``--start S`` begins S seconds into the bag, ``--rate`` scales
+the timing, ``--loop`` repeats. Messages are published as the serialized CDR bytes stored in the bag (rclpy
+publishes ``bytes`` as-is), so header stamps and pixels are the recorded ones. QoS: reliable, keep-last 10,
+volatile (``ros2 bag play``'s default). Users with a ROS 2 install can equally run ``ros2 bag play BAG``.
 
 A bag that cannot be opened or read (truncated, missing or garbage storage file, bad metadata) is one error
 line naming it, before anything is published; a message that does not decode (or an image whose data does
@@ -16,10 +19,17 @@ import argparse
 import importlib
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from mtl_perception.cli import non_negative_float, non_negative_int, positive_float, tool_main
+from mtl_perception.data.bag_reader import (
+    DamagedBagError,
+    camera_info_topic,
+    choose_image_topic,
+    open_bag,
+    read_messages,
+    reason,
+)
 
 
 def message_class(msgtype: str):
@@ -43,42 +53,29 @@ def _playback_qos():
     )
 
 
-class DamagedBagError(ValueError):
-    """The bag cannot be opened or read to its end."""
-
-
-@contextmanager
-def open_bag(bag: Path):
-    """rosbags' AnyReader on ``bag``; its errors (and those of the storage file) become one line naming it."""
-    from rosbags.highlevel import AnyReader
-
-    if not (bag / "metadata.yaml").is_file():
-        raise FileNotFoundError(f"not a rosbag2 directory (no metadata.yaml): {bag}")
-    try:
-        reader = AnyReader([bag])
-        reader.open()
-    except Exception as error:  # AnyReaderError, sqlite3 and YAML errors, struct errors of a cut file
-        raise DamagedBagError(f"{bag}: cannot open the bag ({_reason(error)})") from error
-    try:
-        yield reader
-    finally:
-        reader.close()
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _decode_problem(reader, conn, raw: bytes) -> str | None:
     """Why the message does not decode, or None. An image must also hold step x height bytes."""
     try:
         msg = reader.deserialize(raw, conn.msgtype)
     except Exception as error:  # the CDR deserializer raises whatever the bytes make it hit
-        return _reason(error)
+        return reason(error)
     if conn.msgtype == "sensor_msgs/msg/Image" and len(msg.data) != msg.step * msg.height:
         return f"image data has {len(msg.data)} bytes, step x height is {msg.step * msg.height}"
     return None
+
+
+def selected_topics(reader, *, topic: str | None = None, topics: list[str] | None = None) -> list[str]:
+    """What to play: ``topics`` as named (each must be in the bag), else the image ``topic`` (default: the
+    bag's first image topic) plus its camera_info sibling when the bag has one."""
+    present = {c.topic for c in reader.connections}
+    if topics:
+        unknown = set(topics) - present
+        if unknown:
+            raise ValueError(f"topics not in {reader.paths[0]}: {sorted(unknown)}")
+        return list(topics)
+    image, _ = choose_image_topic(reader, topic)
+    info = camera_info_topic(image)
+    return [image, info] if info in present else [image]
 
 
 def play(
@@ -86,22 +83,27 @@ def play(
     *,
     rate: float = 1.0,
     loop: bool = False,
+    topic: str | None = None,
     topics: list[str] | None = None,
+    start: float = 0.0,
     start_delay: float = 0.0,
     wait_for_subscribers: int = 0,
     wait_timeout: float = 10.0,
     progress: bool = True,
 ) -> int:
-    """Publish every message of ``bag``; returns the number of messages published."""
+    """Publish the chosen topics of ``bag`` (:func:`selected_topics`) from ``start`` seconds into it on;
+    returns the number of messages published."""
     if not (rate > 0 and rate != float("inf")):  # also refuses NaN
         raise ValueError(f"--rate must be a positive finite number, got {rate}")
     bag = Path(bag)
     with open_bag(bag) as reader:
-        conns = [c for c in reader.connections if topics is None or c.topic in topics]
-        if topics:
-            unknown = set(topics) - {c.topic for c in reader.connections}
-            if unknown:
-                raise ValueError(f"topics not in {bag}: {sorted(unknown)}")
+        chosen = selected_topics(reader, topic=topic, topics=topics)
+        conns = [c for c in reader.connections if c.topic in chosen]
+        if progress:
+            counts = {t: sum(c.msgcount for c in conns if c.topic == t) for t in chosen}
+            listed = ", ".join(f"{t} ({n} msgs)" for t, n in counts.items())
+            print(f"play_bag: playing {listed}", file=sys.stderr)
+        first_ns = reader.start_time + int(round(start * 1e9))
         import rclpy
         from rclpy.signals import SignalHandlerOptions
 
@@ -110,8 +112,9 @@ def play(
         node = rclpy.create_node("play_bag")
         try:
             published, undecodable = _publish_all(
-                reader, node, conns, rate, loop, start_delay, wait_for_subscribers, wait_timeout, progress
-            )
+                reader, node, conns, rate, loop, start_delay, wait_for_subscribers, wait_timeout, progress,
+                first_ns,
+            )  # fmt: skip
             time.sleep(0.5)  # let reliable writers deliver the last messages before the node goes away
         finally:
             node.destroy_node()
@@ -121,7 +124,7 @@ def play(
     return published
 
 
-def _publish_all(reader, node, conns, rate, loop, start_delay, wait_for, wait_timeout, progress):
+def _publish_all(reader, node, conns, rate, loop, start_delay, wait_for, wait_timeout, progress, first_ns):
     qos = _playback_qos()
     pubs = {}
     for c in conns:
@@ -136,18 +139,7 @@ def _publish_all(reader, node, conns, rate, loop, start_delay, wait_for, wait_ti
     while True:
         wall0, bag0 = time.monotonic(), None
         last_print = 0.0
-        messages = reader.messages(connections=conns)
-        i = -1
-        while True:
-            try:
-                conn, stamp, raw = next(messages)
-            except StopIteration:
-                break
-            except Exception as error:  # a cut or damaged storage file, found while reading
-                raise DamagedBagError(
-                    f"{reader.paths[0]}: damaged after {i + 1} messages ({_reason(error)})"
-                ) from error
-            i += 1
+        for i, (conn, stamp, raw) in enumerate(read_messages(reader, conns, start=first_ns)):
             bag0 = stamp if bag0 is None else bag0
             delay = wall0 + (stamp - bag0) * 1e-9 / rate - time.monotonic()
             if delay > 0:
@@ -202,7 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("bag", type=Path)
     ap.add_argument("--rate", type=positive_float, default=1.0)
     ap.add_argument("--loop", action="store_true")
-    ap.add_argument("--topics", nargs="+")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument(
+        "--topic", help="the camera topic to play (Image or CompressedImage; default: the bag's first one), "
+        "with its camera_info when the bag has it",
+    )  # fmt: skip
+    which.add_argument("--topics", nargs="+", help="play exactly these topics")
+    ap.add_argument(
+        "--start", type=non_negative_float, default=0.0, metavar="S", help="begin S seconds into the bag"
+    )
     ap.add_argument(
         "--start-delay", type=non_negative_float, default=0.0, help="seconds to wait before the first message"
     )
@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         args.bag,
         rate=args.rate,
         loop=args.loop,
+        topic=args.topic,
         topics=args.topics,
+        start=args.start,
         start_delay=args.start_delay,
         wait_for_subscribers=args.wait_for_subscribers,
         wait_timeout=args.wait_timeout,
