@@ -95,17 +95,21 @@ def test_the_finder_sees_a_circle():
     assert _circles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
 
 
+def _absolute_imports(path: Path) -> set[str]:
+    """Every module ``path`` names in an absolute import."""
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            imported.add(node.module)
+    return imported
+
+
 def test_the_bottom_modules_import_only_the_standard_library_and_each_other():
     modules = _modules()
     for name in BOTTOM:
-        tree = ast.parse(modules[name].read_text())
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                imported.add(node.module)
-        for module in imported:
+        for module in _absolute_imports(modules[name]):
             top = module.split(".")[0]
             assert top in sys.stdlib_module_names or module in BOTTOM, f"{name} imports {module}"
 
@@ -114,14 +118,7 @@ def test_the_runtime_never_imports_training_and_only_ros_imports_rclpy():
     for name, path in _modules().items():
         if not name.startswith("mtl_perception."):
             continue
-        text = path.read_text()
-        tree = ast.parse(text)
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                imported.add(node.module)
+        imported = _absolute_imports(path)
         assert not any(m.startswith("mtl_perception_training") for m in imported), name
         if not name.startswith("mtl_perception.ros"):
             assert not any(m.split(".")[0] in ("rclpy", "rcl_interfaces") for m in imported), name

@@ -149,12 +149,11 @@ def _check_existing(root: Path, split: str, flow: FlowContract, overwrite: bool)
                 f"them with: {make_flow_command(root, split, flow, overwrite=True)}"
             )
         return
-    differences = existing.flow.differences(flow)
+    differences = existing.flow.differences_line(flow, "folder", "requested")
     if differences:
         raise ValueError(
-            f"{path.parent} holds flow made otherwise ("
-            + "; ".join(f"{d} (folder vs requested)" if i == 0 else d for i, d in enumerate(differences))
-            + f"): recompute it with: {make_flow_command(root, split, flow, overwrite=True)}"
+            f"{path.parent} holds flow made otherwise ({differences}): recompute it with: "
+            f"{make_flow_command(root, split, flow, overwrite=True)}"
         )
 
 

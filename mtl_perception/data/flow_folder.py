@@ -138,12 +138,11 @@ def check_flow_folder(
             f"the flow of split {split!r} in {path.parent} is incomplete (make_flow_dataset was stopped): "
             f"finish it with: {make_flow_command(root, split, manifest.flow, model=model)}"
         )
-    differences = manifest.flow.differences(expected)
+    differences = manifest.flow.differences_line(expected, "folder", "model")
     if differences:
         raise FlowFolderError(
-            f"{path.parent} holds flow made otherwise than {who} was trained on ("
-            + "; ".join(f"{d} (folder vs model)" if i == 0 else d for i, d in enumerate(differences))
-            + f"): recompute it with: {make_flow_command(root, split, expected, model=model, overwrite=True)}"
+            f"{path.parent} holds flow made otherwise than {who} was trained on ({differences}): recompute "
+            f"it with: {make_flow_command(root, split, expected, model=model, overwrite=True)}"
         )
     return manifest.flow
 
@@ -176,11 +175,11 @@ def check_training_flow(
                 f"size, as the node does): recompute it with: "
                 f"{make_flow_command(root, split, fixed, overwrite=True)}"
             )
-        if first is not None and manifest.flow.differences(first):
+        differences = first and manifest.flow.differences_line(first, split, splits[0])
+        if differences:
             raise FlowFolderError(
-                f"{path.parent} holds flow made otherwise than split {splits[0]!r}'s ("
-                + "; ".join(manifest.flow.differences(first))
-                + f"): recompute it with: {make_flow_command(root, split, first, overwrite=True)}"
+                f"{path.parent} holds flow made otherwise than split {splits[0]!r}'s ({differences}): "
+                f"recompute it with: {make_flow_command(root, split, first, overwrite=True)}"
             )
         first = first or manifest.flow
     return first

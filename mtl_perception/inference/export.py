@@ -31,12 +31,7 @@ from torch import Tensor, nn
 
 from mtl_perception.atomic import atomic_path
 from mtl_perception.model import ModelConfig, MultiTaskNet, build_model, open_checkpoint
-from mtl_perception.model.contract import (
-    ContractError,
-    InputContract,
-    assumed_contract,
-    warn_assumed,
-)
+from mtl_perception.model.contract import ContractError, InputContract, assumed_contract, stored_contract
 
 LOG = logging.getLogger("mtl_perception.inference")
 CONTRACT_VERSION = 1
@@ -209,16 +204,16 @@ def onnx_input_contract(
 ) -> InputContract:
     """The input contract in an exported file's metadata (from :func:`read_onnx_metadata`); a file exported
     before contracts existed gets the project's flow defaults at its graph size, and ``warn`` says so."""
-    if "input_contract" not in spec:
-        contract = assumed_contract(config, tuple(spec["input_size"]))
-        warn_assumed(f"ONNX model {path}", contract, warn)
-        return contract
     try:
-        contract = InputContract.from_dict(spec["input_contract"])
-        contract.check_model(config)
+        return stored_contract(
+            spec.get("input_contract"),
+            config=config,
+            source=f"ONNX model {path}",
+            assumed_size=tuple(spec["input_size"]),
+            warn=warn,
+        )
     except ContractError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-    return contract
 
 
 def file_source(path: str | os.PathLike) -> str:

@@ -19,7 +19,7 @@ import torch
 from mtl_perception.atomic import atomic_path
 
 from .config import ModelConfig
-from .contract import DEFAULT_NETWORK_SIZE, ContractError, InputContract, assumed_contract, warn_assumed
+from .contract import DEFAULT_NETWORK_SIZE, ContractError, InputContract, stored_contract
 from .net import MultiTaskNet
 
 LOG = logging.getLogger("mtl_perception.model")
@@ -151,17 +151,16 @@ def checkpoint_contract(
 ) -> InputContract:
     """The input contract of a payload from :func:`read_checkpoint`. A format-1 file gets the project's
     flow defaults at its recorded training size (else the default network size), and ``warn`` says so."""
-    config = _config(payload, path)
-    if "contract" not in payload:
-        contract = assumed_contract(config, _recorded_size(payload["extra"]) or DEFAULT_NETWORK_SIZE)
-        warn_assumed(f"checkpoint {path}", contract, warn)
-        return contract
     try:
-        contract = InputContract.from_dict(payload["contract"])
-        contract.check_model(config)
+        return stored_contract(
+            payload.get("contract"),
+            config=_config(payload, path),
+            source=f"checkpoint {path}",
+            assumed_size=_recorded_size(payload["extra"]) or DEFAULT_NETWORK_SIZE,
+            warn=warn,
+        )
     except ContractError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    return contract
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[MultiTaskNet, dict]:

@@ -169,6 +169,14 @@ class FlowContract:
                 out.append(f"{label} {a} vs {b}{unit}")
         return out
 
+    def differences_line(self, other: FlowContract, mine: str, theirs: str) -> str:
+        """:meth:`differences` as one phrase list naming whose value is whose ("" when none):
+        ``size 384x768 vs 128x256 (folder vs model); confidence ...``."""
+        found = self.differences(other)
+        if not found:
+            return ""
+        return "; ".join([f"{found[0]} ({mine} vs {theirs})", *found[1:]])
+
 
 @dataclass(frozen=True)
 class InputContract:
@@ -299,6 +307,21 @@ def assumed_contract(config: ModelConfig, size: tuple[int, int]) -> InputContrac
 
 
 _warned: set[str] = set()
+
+
+def stored_contract(
+    record: dict | None, *, config: ModelConfig, source: str, assumed_size: tuple[int, int], warn=LOG.warning
+) -> InputContract:
+    """The contract a model file stores (``record``; None: a file made before contracts, which gets
+    :func:`assumed_contract` at ``assumed_size`` and one warning naming ``source``), checked against the
+    network it describes; ContractError when unreadable or contradicting the network."""
+    if record is None:
+        contract = assumed_contract(config, assumed_size)
+        warn_assumed(source, contract, warn)
+        return contract
+    contract = InputContract.from_dict(record)
+    contract.check_model(config)
+    return contract
 
 
 def warn_assumed(source: str, contract: InputContract, warn=LOG.warning) -> None:
