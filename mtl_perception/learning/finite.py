@@ -48,7 +48,8 @@ def state_tensors(
     grad_scaler: torch.amp.GradScaler | None = None,
 ) -> Iterator[tuple[str, Tensor]]:
     """(name, tensor) of everything a run saves, named as a user finds it: ``model buffer <name>``,
-    ``optimizer exp_avg_sq of <parameter name>``, ``weighting <name>``, ``GradScaler scale``."""
+    ``optimizer exp_avg_sq of <parameter name>``, ``weighting <name>``, ``GradScaler scale``. A weighting's
+    ``NAN_MARKERS`` (FAMO's ``losses_before``: NaN when no step is pending) are left out."""
     net = getattr(model, "module", model)  # DDP: the module's names
     for name, tensor in net.named_parameters():
         yield f"model parameter {name}", tensor
@@ -57,8 +58,10 @@ def state_tensors(
     names = {id(p): name for name, p in net.named_parameters()}
     if weighting is not None:
         names.update({id(p): f"weighting {name}" for name, p in weighting.named_parameters()})
+        markers = getattr(weighting, "NAN_MARKERS", frozenset())
         for name, tensor in _tensors(weighting.state_dict(keep_vars=True), ""):
-            yield f"weighting {name}", tensor
+            if name not in markers:
+                yield f"weighting {name}", tensor
     if optimizer is not None:
         for parameter, state in optimizer.state.items():
             owner = names.get(id(parameter), "a parameter")
