@@ -2,6 +2,10 @@
 images, sidecars): the data goes to a temporary file beside the target, is fsynced, then os.replace'd onto
 it, so a reader or a crash never sees a half-written file, and nothing is overwritten unless asked.
 
+Files that belong together are replaced together: ``atomic_group`` holds back the renames of the writes in
+its block and does them all at its end; ``replaced_folder`` builds a folder beside its target and swaps it
+in whole. ``check_writable`` finds, before the work, the error writing a file would end with.
+
 Written files get the permissions a plain ``open(path, "w")`` gives: a new file is created with mode 0o666
 minus the umask (``tempfile.mkstemp`` would make every model 0600, unreadable to a node running as another
 user), and a replaced file keeps the mode it had.
@@ -15,12 +19,15 @@ differ between containers sharing a volume, a lock held by a live writer is seen
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import fcntl
 import os
 import re
 import secrets
 import shutil
 import stat
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -30,6 +37,10 @@ from mtl_perception.signals import signals_deferred
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _TOKEN = re.compile(r"\.~[0-9a-f]{12}")  # marks every temporary name this module makes
 _swept: set[Path] = set()
+#: the writes of the innermost ``atomic_group`` block: (temporary, target, lock) waiting for their rename
+_group: contextvars.ContextVar[list[tuple[Path, Path, int]] | None] = contextvars.ContextVar(
+    "atomic_group", default=None
+)
 
 
 def _token() -> str:
@@ -136,6 +147,7 @@ def atomic_path(
         raise FileNotFoundError(f"output directory {path.parent} does not exist")
     sweep_stale_temporaries(path.parent)
     tmp = lock = None
+    group = _group.get()
     try:
         # SIGINT/SIGTERM held back while the file is made, so the name is known to the cleanup below
         # before a signal can end the run (a signal there once left the temporary behind).
@@ -148,7 +160,11 @@ def atomic_path(
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         except FileNotFoundError:
             pass
-        os.replace(tmp, path)
+        if group is not None:  # renamed with the rest of its group
+            group.append((tmp, path, lock))
+            tmp = lock = None
+        else:
+            os.replace(tmp, path)
     except OSError as error:
         if error.errno is None or error.filename not in (None, str(tmp), tmp):
             raise
@@ -160,6 +176,54 @@ def atomic_path(
             with suppress(FileNotFoundError):
                 tmp.unlink()
             os.close(lock)
+
+
+@contextmanager
+def atomic_group() -> Iterator[None]:
+    """Every ``atomic_path`` write made in the block (this thread) is renamed into place when the block
+    ends, all together, with SIGINT/SIGTERM held back meanwhile; an exception in the block (a full disk, a
+    signal) keeps every old file. Files that refer to each other -- a checkpoint and the records of it --
+    are never left at different versions. Inside another group, the writes join the outer one."""
+    if _group.get() is not None:
+        yield
+        return
+    pending: list[tuple[Path, Path, int]] = []
+    token = _group.set(pending)
+    try:
+        yield
+        with signals_deferred():
+            while pending:
+                tmp, path, lock = pending[0]
+                os.replace(tmp, path)
+                pending.pop(0)
+                os.close(lock)
+    finally:
+        _group.reset(token)
+        for tmp, _, lock in pending:
+            with suppress(FileNotFoundError):
+                tmp.unlink()
+            os.close(lock)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise the error that writing the file ``path`` (parents created as needed) would end with, before
+    the work that produces it: a folder at ``path``, a file where a folder should be, no write permission or
+    a read-only file system in the nearest existing folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; expected a file path")
+    _check_folders_above(path)
+    folder = next(p for p in path.parents if p.exists())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        code = errno.EROFS if _read_only(folder) else errno.EACCES
+        raise PermissionError(code, f"{os.strerror(code)}, so {path} cannot be written", str(folder))
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 @contextmanager
@@ -178,6 +242,71 @@ def staging_directory(beside: str | os.PathLike) -> Iterator[Path]:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
             os.close(lock)
+
+
+@contextmanager
+def replaced_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new, empty hidden folder beside ``target``; when the block succeeds it takes ``target``'s place
+    in one step, with ``target``'s other entries (files the block did not write) carried over as hard
+    links. A reader sees the old folder or the new one, never a mix of their files; an exception or a
+    signal in the block leaves ``target`` as it was (the staging folder goes, as ``staging_directory``'s)."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is a file, not a folder")
+    with staging_directory(target) as stage:
+        new = stage / target.name
+        new.mkdir()
+        try:
+            yield new
+        except OSError as error:  # name the file the user asked for, not its staged copy
+            if error.filename is None or not Path(error.filename).is_relative_to(new):
+                raise
+            where = target / Path(error.filename).relative_to(new)
+            raise type(error)(error.errno, error.strerror, str(where)) from error
+        if not target.exists():
+            with signals_deferred():
+                new.rename(target)
+            return
+        for entry in os.scandir(target):
+            if not os.path.lexists(new / entry.name) and not temporary_name_of(entry.name):
+                _carry(Path(entry.path), new / entry.name)
+        with signals_deferred():
+            if not _exchange(new, target):  # no atomic swap here: the old folder out, the new in
+                target.rename(stage / f"replaced-{target.name}")
+                new.rename(target)
+
+
+def _carry(source: Path, destination: Path) -> None:
+    """Hard links (the same files, a lock file keeps its lock), copies where the file system has none."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, destination, symlinks=True, copy_function=link)
+    else:
+        link(str(source), str(destination))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # glibc < 2.28
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:

@@ -12,8 +12,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"mtl_perception": ROOT / "mtl_perception", "mtl_perception_training": ROOT / "training"}
-#: the bottom of the house: the tools' entry, atomic writes, signals and worker processes
-BOTTOM = {"mtl_perception.cli", "mtl_perception.atomic", "mtl_perception.signals"}
+#: the bottom of the house: the tools' entry, atomic writes, signals and worker processes, the run lock
+BOTTOM = {
+    "mtl_perception.cli",
+    "mtl_perception.atomic",
+    "mtl_perception.signals",
+    "mtl_perception.folder_lock",
+}
 
 
 def _modules() -> dict[str, Path]:

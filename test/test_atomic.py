@@ -111,3 +111,31 @@ def test_a_signal_while_the_temporary_is_made_leaves_nothing(tmp_path, monkeypat
         with atomic.atomic_path(tmp_path / "m.onnx"):
             pytest.fail("the deferred signal is raised before the block runs")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_group_of_writes_replaces_all_files_or_none(tmp_path):
+    """atomic_group: files that refer to each other (a checkpoint and its records) move together; an error
+    or a signal before the end of the block leaves every old file and no temporary."""
+    from mtl_perception.atomic import atomic_group
+    from mtl_perception.signals import signals_raise
+
+    a, b = tmp_path / "checkpoint.pt", tmp_path / "metrics.json"
+    atomic_write_bytes(a, b"a1")
+    atomic_write_bytes(b, b"b1")
+    for stop in (RuntimeError("disk full"), "SIGINT"):
+        with pytest.raises((RuntimeError, KeyboardInterrupt)), signals_raise(), atomic_group():
+            atomic_write_bytes(a, b"a2")
+            assert a.read_bytes() == b"a1"  # not yet in place
+            with atomic_group():  # an inner group joins the outer one
+                atomic_write_bytes(b, b"b2")
+            if stop == "SIGINT":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise stop
+        assert (a.read_bytes(), b.read_bytes()) == (b"a1", b"b1")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.json"]
+    with atomic_group():
+        atomic_write_bytes(a, b"a2")
+        atomic_write_bytes(b, b"b2")
+    assert (a.read_bytes(), b.read_bytes()) == (b"a2", b"b2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.json"]

@@ -190,6 +190,31 @@ def test_malformed_camera_is_named(tmp_path):
         reader.read(ANNOTATED)
 
 
+@pytest.mark.parametrize(
+    "where, key, value",
+    [
+        ("extrinsic", "baseline", "NaN"),
+        ("extrinsic", "baseline", "0"),
+        ("extrinsic", "baseline", "-0.2"),
+        ("intrinsic", "fx", "NaN"),
+        ("intrinsic", "fx", "0"),
+        ("intrinsic", "fx", "-2000"),
+        ("intrinsic", "fy", "Infinity"),
+    ],
+)
+def test_a_camera_with_a_non_positive_or_nan_calibration_is_named(tmp_path, where, key, value):
+    """Regression: NaN, zero or negative fx/baseline ended in "fx and baseline must be positive, got fx=nan"
+    without the file (or, for fy, nothing at all)."""
+    tree = _copy_tree(tmp_path)
+    reader = GroundTruthReader(tree, SPLIT)
+    camera = reader.paths(ANNOTATED)["camera"]
+    data = json.loads(camera.read_text())
+    data[where][key] = "@"
+    camera.write_text(json.dumps(data).replace('"@"', value))  # JSON as Python writes NaN and Infinity
+    with pytest.raises(ValueError, match=rf"camera file {camera}: {key} is .*, expected a positive number"):
+        reader.read(ANNOTATED)
+
+
 def test_demo_reads_and_scores_the_files_ground_truth(tmp_path):
     """The demo's ground truth is the files' (motion 0/1: moving pixels count in its motion mIoU)."""
     from mtl_perception import demo

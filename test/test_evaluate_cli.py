@@ -2,12 +2,14 @@
 the backend path equals the in-training module path, JSON output, and the no-model error."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from contracts import contract_of
 from data_fixtures import FLOW_SIZE, HEIGHT, SPLIT, WIDTH, synthetic_root_with_flow
+from folder_fixtures import read_only_folder
 
 from mtl_perception.inference.export import export_onnx
 from mtl_perception.learning.dataset import CityscapesMultiTask
@@ -111,3 +113,63 @@ def test_a_size_other_than_the_trained_one_is_refused(model_files, capsys):
     assert (
         len(err.splitlines()) == 1 and "--img_resize 32 64 contradicts" in err and "trained at 64x128" in err
     )
+
+
+# ---- errors name what is wrong, before the work; progress on long sets -------------------------------------
+
+
+def test_a_missing_root_is_named_not_its_disparity_folder(model_files, tmp_path, capsys):
+    """Regression: --data_path nonexist said "no disparity (or depth) folder: nonexist/disparity/val"."""
+    _, ckpt, _ = model_files
+    missing = tmp_path / "nonexist"
+    assert main(["--checkpoint", str(ckpt), "--data_path", str(missing), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mtl_evaluate: error: --data_path {missing}: no such folder"), err
+
+
+def test_a_json_path_that_cannot_be_written_is_refused_before_evaluating(tmp_path, monkeypatch, capsys):
+    """Regression: the evaluation ran to the end, then failed writing --json."""
+    from mtl_perception_training import evaluate as evaluate_cli
+
+    def never(args):
+        raise AssertionError("evaluated before --json was checked")
+
+    monkeypatch.setattr(evaluate_cli, "run", never)
+    below_a_file = tmp_path / "file" / "m.json"
+    below_a_file.parent.write_text("")
+    cases = {
+        tmp_path: f"{tmp_path} is a directory",
+        below_a_file: f"{below_a_file.parent} is a file, so {below_a_file} cannot be written below it",
+    }
+    with read_only_folder(tmp_path / "ro") as mounted:
+        if mounted:
+            cases[tmp_path / "ro" / "m.json"] = f"{tmp_path / 'ro'}: read-only file system"
+        for json_path, expected in cases.items():
+            assert main(["--json", str(json_path), "--data_path", str(tmp_path)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_an_error_in_a_dataloader_worker_is_one_short_line(model_files, tmp_path, capsys):
+    """Regression: a damaged file read by a worker came out as a 1,825-character flattened traceback."""
+    _, ckpt, _ = model_files
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root_with_flow(), root)
+    motion = sorted((root / "gtFine" / SPLIT).rglob("*_motion.png"))[-1]
+    motion.write_bytes(motion.read_bytes()[:60])
+    argv = ["--checkpoint", str(ckpt), "--data_path", str(root), "--split", SPLIT, "--workers", "1"]
+    assert main([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and len(err) < 300, err
+    assert err.startswith("mtl_evaluate: error: ") and str(motion) in err
+
+
+def test_progress_is_shown_on_a_long_set(model_files, tmp_path, monkeypatch, capsys):
+    """The bar appears once an evaluation takes PROGRESS_DELAY_S (2 s); 0 here stands for a long set."""
+    from mtl_perception.learning import evaluation
+
+    monkeypatch.setattr(evaluation, "PROGRESS_DELAY_S", 0.0, raising=False)
+    _, ckpt, _ = model_files
+    _run(tmp_path, "bar", "--checkpoint", str(ckpt), "--batch_size", "1")
+    err = capsys.readouterr().err
+    assert f"evaluate {SPLIT}:" in err and "/2 [" in err, err  # a bar of the two batches

@@ -356,3 +356,70 @@ def test_a_bug_is_one_line_with_exit_1_and_the_traceback_on_request(capsys, monk
     monkeypatch.setenv("MTL_PERCEPTION_TRACEBACK", "1")
     assert main([]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error, code, line",
+    [
+        (ValueError("label map of x.png is 3-channel"), 2, "tool: error: label map of x.png is 3-channel\n"),
+        (
+            FileNotFoundError("no motion ground truth: y.png"),
+            2,
+            "tool: error: no motion ground truth: y.png\n",
+        ),
+        (RuntimeError("stack expects equal sizes"), 1, "tool: error: unexpected RuntimeError: stack expects"),
+    ],
+)
+def test_an_error_in_a_dataloader_worker_is_the_original_line(capsys, error, code, line):
+    """Regression: a worker's error arrived as its flattened traceback (exit 2, ~1,800 characters) or as
+    "unexpected RuntimeError: Caught RuntimeError in DataLoader worker process 0." (exit 1). The error is
+    re-raised by torch's own ExceptionWrapper, as the DataLoader does (a real worker: test_evaluate_cli)."""
+    from torch._utils import ExceptionWrapper
+
+    from mtl_perception.cli import tool_main
+
+    try:
+        raise error
+    except Exception:
+        wrapped = ExceptionWrapper(sys.exc_info(), where="in DataLoader worker process 0")
+
+    @tool_main("tool")
+    def main(argv=None) -> int:
+        wrapped.reraise()
+        return 0
+
+    assert main([]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(line) and "Traceback" not in err, err
+    assert "DataLoader worker" not in err
+
+
+def test_an_error_in_a_spawned_process_is_the_original_line(capsys):
+    """torch.multiprocessing.spawn re-raises a rank's error as ProcessRaisedException carrying the remote
+    traceback (train.py --gpus 0 1); its last line decides the message and the exit code."""
+    import traceback
+
+    from mtl_perception.cli import tool_main
+    from mtl_perception.model.checkpoint import CheckpointError
+
+    def remote(error: Exception) -> Exception:
+        try:
+            raise error
+        except Exception:
+            text = traceback.format_exc()
+        return torch.multiprocessing.ProcessRaisedException(
+            f"\n\n-- Process 1 terminated with the following error:\n{text}", 1, 4242
+        )
+
+    for error, code, line in (
+        (CheckpointError("--resume c.pt: version 9"), 2, "tool: error: --resume c.pt: version 9\n"),
+        (KeyError("depth"), 1, "tool: error: unexpected KeyError: 'depth' (set"),
+    ):
+
+        @tool_main("tool")
+        def main(argv=None, error=error) -> int:
+            raise remote(error)
+
+        assert main([]) == code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(line), err

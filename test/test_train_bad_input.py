@@ -16,6 +16,7 @@ import pytest
 import torch
 from train_fixtures import SPLIT, copy_of_root, tiny_args, train_root
 
+from mtl_perception.atomic import temporary_name_of
 from mtl_perception_training import train
 
 
@@ -117,7 +118,7 @@ def test_nan_loss_stops_naming_step_and_task_and_keeps_the_last_checkpoint(
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1]
     assert not (out / "tensorboard" / "events.out.tfevents.old").exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file of an atomic write
+    assert not [p for p in out.iterdir() if temporary_name_of(p.name)]  # no temporary of an atomic write
 
 
 def test_an_existing_output_dir_is_never_overwritten_without_the_flag(tmp_path, finished_run):

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from mtl_perception.atomic import atomic_write_bytes
-from mtl_perception.cli import tool_main
+from mtl_perception.atomic import atomic_write_bytes, check_writable
+from mtl_perception.cli import non_negative_int, positive_int, tool_main
 from mtl_perception.data.cityscapes import num_semantic_classes as classes_of_mode
 from mtl_perception.data.flow_folder import check_flow_folder
-from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER, CityscapesMultiTask
-from mtl_perception.learning.evaluation import EvalResize, evaluate
+from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER, CityscapesMultiTask, check_split
+from mtl_perception.learning.evaluation import EvalResize, collate_by_size, evaluate
 from mtl_perception.model.config import PRESETS
 
 DEFAULT_IMG_RESIZE = (384, 768)
@@ -72,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="resolution the metrics are computed at (TI: 1024 2048); default: the ground truth's own",
     )
     ap.add_argument("--json", type=Path, help="write the metrics (fractions) and the setup to this file")
-    ap.add_argument("--batch_size", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    ap.add_argument("--batch_size", type=positive_int, default=4)
+    ap.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes")
     ap.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cuda when available)")
     ap.add_argument(
         "--semantic_mode",
@@ -127,6 +127,7 @@ def open_model(args: argparse.Namespace, device: str):
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate; returns {"metrics": {...}, "setup": {...}}."""
+    check_split(args.data_path, args.split)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = open_model(args, device)
     config, contract, size = backend.config, backend.contract, backend.input_size
@@ -150,7 +151,11 @@ def run(args: argparse.Namespace) -> dict:
         transform=EvalResize(size),
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=collate_by_size,  # a split may mix cameras: ground truth of several sizes
     )
     metrics = evaluate(
         backend,
@@ -159,6 +164,7 @@ def run(args: argparse.Namespace) -> dict:
         device=device,
         output_size=tuple(args.output_size) if args.output_size else None,
         num_semantic_classes=int(config.num_semantic_classes),
+        progress=f"evaluate {args.split}",
     )
     setup = {
         "model": str(args.checkpoint) if args.checkpoint else f"untrained {args.preset} seed {args.seed}",
@@ -204,6 +210,8 @@ def json_ready(value):
 @tool_main("mtl_evaluate")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.json:
+        check_writable(args.json)  # before the evaluation, not after it
     result = run(args)  # a bad input raises ValueError / OSError: tool_main makes it one line, exit 2
     print(format_table(result["metrics"]))
     if args.json:

@@ -33,6 +33,7 @@ import numpy as np
 from mtl_perception.atomic import atomic_write_bytes
 from mtl_perception.cli import tool_main
 from mtl_perception.data.flow_folder import check_training_flow
+from mtl_perception.folder_lock import folder_lock
 from mtl_perception.learning.results_table import (
     BEYOND_TI,
     SINGLE_ROWS,
@@ -373,6 +374,11 @@ def run_table(args, data: Path) -> tuple[tuple[Row, ...], dict[str, list[dict]],
 @tool_main("mtl_make_table")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with folder_lock(args.out, flag="--out"):
+        return _make_table(args)
+
+
+def _make_table(args) -> int:
     try:
         started = time.perf_counter()
         data = args.data_path or generate_data(args)

@@ -16,6 +16,9 @@ Reads ``RUN_DIR/best.pt`` (the model), ``RUN_DIR/checkpoint.pt`` (the run's flag
 * ``shipped.json``: the same provenance and input contract, readable without torch, with both files'
   SHA-256.
 
+The three are written into a hidden folder beside ``--out-dir`` that then takes its place in one step
+(``mtl_perception.atomic.replaced_folder``): they appear together or not at all, whatever stops the run (a
+signal, a full disk, a bad path). One packaging per folder at a time (``--out-dir``/.lock).
 ``scripts/make_shipped_model.sh`` (``make shipped-model``) runs the whole recipe and then this.
 """
 
@@ -26,15 +29,18 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from mtl_perception.atomic import atomic_write_bytes
-from mtl_perception.cli import tool_main
+from mtl_perception.atomic import atomic_write_bytes, replaced_folder
+from mtl_perception.cli import positive_float, tool_main
+from mtl_perception.folder_lock import folder_lock
 from mtl_perception.inference.export import export_onnx
+from mtl_perception.learning.finite import NonFiniteError, first_non_finite
 from mtl_perception.model import open_checkpoint, save_checkpoint
 from mtl_perception.model.shipped import SHIPPED_CHECKPOINT, SHIPPED_ONNX, shipped_folder
 
@@ -110,42 +116,79 @@ def package(args: argparse.Namespace) -> dict:
     for name in ("best.pt", "checkpoint.pt", "metrics.json"):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run / name} not found: --run must be a finished train.py output_dir")
-    if args.training_seconds <= 0:
-        raise ValueError(f"--training-seconds must be positive, got {args.training_seconds}")
+    for name in (SHIPPED_CHECKPOINT, SHIPPED_ONNX, PROVENANCE_JSON):
+        if (args.out_dir / name).is_dir():
+            raise IsADirectoryError(f"{args.out_dir / name} is a directory; the shipped file goes there")
     model, extra, contract = open_checkpoint(run / "best.pt")
+    bad = first_non_finite(model.state_dict().items())
+    if bad:
+        raise NonFiniteError(f"{run / 'best.pt'}: non-finite {bad}; not packaged")
     record = provenance(args, run, extra)
-    out = args.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = save_checkpoint(
-        out / SHIPPED_CHECKPOINT,
-        model,
-        contract=contract,
-        overwrite=True,
-        epoch=int(extra["epoch"]),
-        metric=str(extra["metric"]),
-        value=float(extra["value"]),
-        provenance=record,
-    )
-    onnx = export_onnx(
-        model,
-        out / SHIPPED_ONNX,
-        contract=contract,
-        force=True,
-        source=f"shipped model, commit {record['git_commit']}, checkpoint sha256 {sha256(checkpoint)}",
-    )
-    summary = {
-        **record,
-        "input_contract": contract.to_dict(),
-        "files": {p.name: sha256(p) for p in (checkpoint, onnx)},
-    }
-    atomic_write_bytes(out / PROVENANCE_JSON, (json.dumps(summary, indent=2) + "\n").encode())
+    record = portable(record, work=work_folder(run, record["train_flags"]))
+    # one packaging per folder; the three files appear together or not at all
+    with folder_lock(args.out_dir, flag="--out-dir"), replaced_folder(args.out_dir) as out:
+        checkpoint = save_checkpoint(
+            out / SHIPPED_CHECKPOINT,
+            model,
+            contract=contract,
+            overwrite=True,
+            epoch=int(extra["epoch"]),
+            metric=str(extra["metric"]),
+            value=float(extra["value"]),
+            provenance=record,
+        )
+        onnx = export_onnx(
+            model,
+            out / SHIPPED_ONNX,
+            contract=contract,
+            force=True,
+            source=f"shipped model, commit {record['git_commit']}, checkpoint sha256 {sha256(checkpoint)}",
+        )
+        summary = {
+            **record,
+            "input_contract": contract.to_dict(),
+            "files": {p.name: sha256(p) for p in (checkpoint, onnx)},
+        }
+        atomic_write_bytes(out / PROVENANCE_JSON, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def work_folder(run: Path, flags: dict) -> Path:
+    """The folder the recipe worked in: the nearest one holding both the run and its training data."""
+    data = Path(flags.get("data_path") or run.parent)
+    return Path(os.path.commonpath([run.resolve(), data.resolve()]))
+
+
+def portable(record, *, work: Path):
+    """``record`` with every path of this machine written as ``$WORK/...`` (the recipe's folder), relative
+    to the repository, or under ``~``: the shipped files name no path of the machine that built them."""
+    prefixes = sorted(
+        ((str(work), "$WORK"), (str(REPO), "."), (str(Path.home()), "~")), key=lambda p: -len(p[0])
+    )
+    patterns = [
+        (re.compile(re.escape(prefix) + r"(?=/|\s|$|['\"])"), name)
+        for prefix, name in prefixes
+        if prefix != "/"
+    ]
+
+    def rewrite(value):
+        if isinstance(value, str):
+            for pattern, name in patterns:
+                value = pattern.sub(name, value)
+            return value
+        if isinstance(value, dict):
+            return {key: rewrite(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [rewrite(item) for item in value]
+        return value
+
+    return rewrite(record)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="training/package_model.py", description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="train.py --output_dir of the finished run")
-    ap.add_argument("--training-seconds", type=float, required=True, help="wall time of train.py")
+    ap.add_argument("--training-seconds", type=positive_float, required=True, help="wall time of train.py")
     ap.add_argument("--held-out", type=Path, help="training/evaluate.py --json of the held-out set")
     ap.add_argument("--recipe", type=Path, help="text file: the commands that made the data and the model")
     ap.add_argument("--data-seeds", nargs="*", default=[], metavar="SPLIT=SEED")

@@ -10,7 +10,7 @@ TI edgeai-torchvision's recipe by default (Adam 1e-4, weight decay 1e-4, 5 warm-
     torchrun --nproc_per_node 2 training/train.py --device cpu ...      # DDP on the CPU (gloo)
 
 Outputs in --output_dir: checkpoint.pt (resume), best.pt (the model the node and export_model load),
-metrics.json, tensorboard/, best.onnx. See docs/training.md.
+metrics.json, tensorboard/, best.onnx; one run per folder at a time (.lock). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,12 +26,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mtl_perception.atomic import atomic_group
 from mtl_perception.cli import tool_main
 from mtl_perception.data.cityscapes import num_semantic_classes
 from mtl_perception.data.flow_folder import check_training_flow, make_flow_command
+from mtl_perception.folder_lock import folder_lock
 from mtl_perception.inference.export import export_onnx, file_source
 from mtl_perception.learning.augment import TrainAugment
-from mtl_perception.learning.dataset import CityscapesMultiTask
+from mtl_perception.learning.dataset import CityscapesMultiTask, check_split
 from mtl_perception.learning.distributed import (
     DistContext,
     all_reduce_mean,
@@ -38,10 +41,19 @@ from mtl_perception.learning.distributed import (
     broadcast_object,
     check_amp,
     launch,
+    launched_by_torchrun,
 )
-from mtl_perception.learning.evaluation import EvalResize, ShardSampler, evaluate
+from mtl_perception.learning.evaluation import EvalResize, ShardSampler, collate_by_size, evaluate
+from mtl_perception.learning.finite import NonFiniteError, check_finite_state, first_non_finite
 from mtl_perception.learning.losses import TI_CLASS_WEIGHTS, build_criterion
-from mtl_perception.learning.options import build_parser, check_args, method_options, run_config
+from mtl_perception.learning.options import (
+    build_parser,
+    check_args,
+    check_split_size,
+    method_options,
+    resolve_run_config,
+    run_config,
+)
 from mtl_perception.learning.output_dir import (
     BEST,
     CHECKPOINT,
@@ -52,7 +64,7 @@ from mtl_perception.learning.output_dir import (
     prepare_output_dir,
 )
 from mtl_perception.learning.pretrained import load_pretrained
-from mtl_perception.learning.run_log import RunLog, peak_memory_mb
+from mtl_perception.learning.run_log import RunLog, epoch_line, peak_memory_mb, summary_line
 from mtl_perception.learning.sampling import EpochShuffleSampler, SeededAugment
 from mtl_perception.learning.schedule import WarmupMultiStep
 from mtl_perception.learning.training_state import (
@@ -76,10 +88,6 @@ PIVOT = {
 INPUTS = ("image", "flow")
 
 
-class NonFiniteLossError(RuntimeError):
-    """A task's loss became NaN or Inf; training stops and the last finite checkpoint stays as it was."""
-
-
 def streams_for(tasks) -> tuple[str, ...]:
     """TI's inputs: motion needs the flow stream (RGB + flow); depth and semantic alone use RGB only."""
     return ("flow", "image") if "motion" in tasks else ("image",)
@@ -87,15 +95,7 @@ def streams_for(tasks) -> tuple[str, ...]:
 
 def get_dataset(args, *, split: str, train: bool) -> torch.utils.data.Dataset:
     root = Path(args.data_path)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"--data_path {root}: no such folder (expected the Cityscapes layout: leftImg8bit/, gtFine/, "
-            "disparity/, camera/ and the flow folder)"
-        )
-    images = root / "leftImg8bit" / split
-    if not images.is_dir() or not any(images.iterdir()):
-        state = "is empty" if images.is_dir() else "does not exist"
-        raise FileNotFoundError(f"--data_path {root}: no images for split {split!r} ({images} {state})")
+    check_split(root, split)
     use_flow = "flow" in streams_for(args.tasks)
     try:
         dataset = CityscapesMultiTask(
@@ -167,6 +167,7 @@ def build_loaders(args, ctx: DistContext):
         val_set,
         batch_size=max(1, args.batch_size // ctx.world_size),
         sampler=ShardSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size),
+        collate_fn=collate_by_size,  # a split may mix cameras: ground truth of several sizes
         # its own generator: how often a loader draws worker seeds depends on the worker count, and that
         # must not move the global generator (dropout) or resume would depend on --workers
         generator=torch.Generator().manual_seed(args.seed),
@@ -205,7 +206,8 @@ def train_one_epoch(
     model, criterion, weighting, optimizer, loader, *, ctx, args, epoch, global_step, log, grad_scaler=None
 ):
     """One pass over the training split; returns (the epoch's record, global_step). ``grad_scaler``: the
-    float16 GradScaler (--amp_dtype float16); the weighting scales the backward by its scale itself."""
+    float16 GradScaler (--amp_dtype float16); the weighting scales the backward by its scale itself. Stops
+    with NonFiniteError at the first non-finite loss or state (network parameters and buffers, weighting)."""
     model.train()
     if args.freeze_bn:  # BatchNorm as a fixed affine map: running statistics, never updated
         for m in model.modules():
@@ -239,10 +241,11 @@ def train_one_epoch(
         # any rank, so all stop together instead of hanging in the next collective.
         mean = all_reduce_mean(torch.stack([losses[t].detach() for t in tasks])).cpu().double()
         bad = [(t, v) for t, v in zip(tasks, mean.tolist(), strict=True) if not math.isfinite(v)]
+        where = f"epoch {epoch + 1} step {step + 1} (global step {global_step + 1})"
         if bad:
             kept = last_checkpoint_note(Path(args.output_dir))
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch + 1} step {step + 1} (global step {global_step + 1}): "
+            raise NonFiniteError(
+                f"non-finite loss at {where}: "
                 + ", ".join(f"{t} = {v}" for t, v in bad)
                 + f"; training stopped, {kept}"
             )
@@ -259,19 +262,28 @@ def train_one_epoch(
             with torch.no_grad(), amp:
                 after = criterion(model(batch["image"], batch.get("flow")), batch)
             weighting.after_step(losses_after={t: after[t].float() for t in tasks})
+        # what the next step computes with; the optimizer's state is checked before each save
+        check_finite_state(
+            where=f"after {where}",
+            kept=lambda: last_checkpoint_note(Path(args.output_dir)),
+            model=model,
+            weighting=weighting,
+        )
         loss_sums += mean
-        if all(math.isfinite(w) for w in weights.values()):  # NaN: a float16 overflow step (skipped)
+        # NaN weights: a float16 overflow step, skipped by the GradScaler
+        if grad_scaler is None or all(math.isfinite(w) for w in weights.values()):
             weight_steps += 1
             for t in tasks:
                 weight_sums[t] += float(weights[t])
         steps += 1
         global_step += 1
-        if log is not None:
+        if log is not None:  # also warns (once) when a loss explodes
             log.step(
                 global_step,
                 dict(zip(tasks, mean.tolist(), strict=True)),
                 weights,
                 optimizer.param_groups[0]["lr"],
+                where=where,
             )
         bar.set_postfix(loss=f"{float(mean.sum()):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     if ctx.device.type == "cuda":
@@ -350,7 +362,11 @@ def train_worker(ctx: DistContext, args) -> dict | None:
     log = None
     if ctx.is_main:
         log = RunLog(
-            output_dir, history=history, purge_step=global_step or None, semantic_mode=args.semantic_mode
+            output_dir,
+            history=history,
+            resumed_at=global_step,
+            semantic_mode=args.semantic_mode,
+            loss_warn_factor=args.loss_warn_factor,
         )
     pivot_key, sign = next(PIVOT[t] for t in ("motion", "semantic", "depth") if t in net.tasks)
     try:
@@ -371,6 +387,14 @@ def train_worker(ctx: DistContext, args) -> dict | None:
             )
             scheduler.step()
             weighting.end_epoch(mean_losses={t: record[f"loss/{t}"] for t in net.tasks})
+            check_finite_state(  # nothing non-finite is validated or saved
+                where=f"at the end of epoch {epoch + 1} (global step {global_step})",
+                kept=lambda: last_checkpoint_note(output_dir),
+                model=model,
+                weighting=weighting,
+                optimizer=optimizer,
+                grad_scaler=grad_scaler,
+            )
             if (epoch + 1) % args.evaluate_every == 0 or epoch + 1 == args.epochs:
                 metrics = evaluate(
                     model,
@@ -379,44 +403,50 @@ def train_worker(ctx: DistContext, args) -> dict | None:
                     device=ctx.device,
                     output_size=tuple(args.output_size),
                     num_semantic_classes=net.config.num_semantic_classes,
+                    progress=f"validate {epoch + 1}/{args.epochs}" if ctx.is_main else None,
                 )
                 record.update({f"val/{k}": float(v) for k, v in metrics.items()})
             if ctx.is_main:
-                score = record.get(pivot_key)
-                if (
-                    score is not None
-                    and math.isfinite(score)
-                    and (best is None or sign * (score - best["value"]) > 0)
-                ):
-                    best = {"metric": pivot_key, "value": score, "epoch": epoch + 1}
-                    save_checkpoint(
-                        output_dir / BEST,
-                        net,
-                        contract=contract,  # the node and evaluate.py feed it what it learned on
-                        overwrite=True,
+                # best.pt, metrics.json and checkpoint.pt replace the last epoch's together, or not at all
+                with atomic_group():
+                    score = record.get(pivot_key)
+                    if (
+                        score is not None
+                        and math.isfinite(score)
+                        and (best is None or sign * (score - best["value"]) > 0)
+                    ):
+                        best = {"metric": pivot_key, "value": score, "epoch": epoch + 1}
+                        save_checkpoint(
+                            output_dir / BEST,
+                            net,
+                            contract=contract,  # the node and evaluate.py feed it what it learned on
+                            overwrite=True,
+                            epoch=epoch + 1,
+                            metric=pivot_key,
+                            value=score,
+                        )
+                    if args.tensorboard_images and pivot_key in record:
+                        log.predictions(
+                            net, val_loader.dataset, ctx.device, global_step, args.tensorboard_images
+                        )
+                    log.epoch(record, global_step)
+                    save_training_state(
+                        output_dir / CHECKPOINT,
+                        model=net,
+                        optimizer=optimizer,
+                        scheduler=scheduler,
+                        weighting=weighting,
+                        sampler=sampler,
                         epoch=epoch + 1,
-                        metric=pivot_key,
-                        value=score,
+                        global_step=global_step,
+                        best=best,
+                        history=log.history,
+                        loader_generator=generator,
+                        run_config=run_config(args),
+                        grad_scaler=grad_scaler,
+                        contract=contract,
                     )
-                if args.tensorboard_images and pivot_key in record:
-                    log.predictions(net, val_loader.dataset, ctx.device, global_step, args.tensorboard_images)
-                log.epoch(record, global_step)
-                save_training_state(
-                    output_dir / CHECKPOINT,
-                    model=net,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    weighting=weighting,
-                    sampler=sampler,
-                    epoch=epoch + 1,
-                    global_step=global_step,
-                    best=best,
-                    history=log.history,
-                    loader_generator=generator,
-                    run_config=run_config(args),
-                    grad_scaler=grad_scaler,
-                    contract=contract,
-                )
+                print(epoch_line(record, epochs=args.epochs, tasks=net.tasks, best=best), flush=True)
             best = broadcast_object(best)
             barrier()
     finally:
@@ -424,27 +454,43 @@ def train_worker(ctx: DistContext, args) -> dict | None:
             log.close()
     if ctx.is_main and args.export_onnx and (output_dir / BEST).is_file():
         best_model, _, best_contract = open_checkpoint(output_dir / BEST)
+        bad = first_non_finite(best_model.state_dict().items())
+        if bad:  # best.pt is checked before it is saved; a file changed since is not exported
+            raise NonFiniteError(f"{output_dir / BEST}: non-finite {bad}; not exported")
         source = file_source(output_dir / BEST)
         export_onnx(best_model, output_dir / ONNX, contract=best_contract, force=True, source=source)
+    if ctx.is_main:
+        print(summary_line(best, history=log.history, output_dir=output_dir), flush=True)
     return best
 
 
 def main(args) -> dict | None:
     """Check everything that can be checked before a process starts or a file is written, then train
-    (one process per GPU for --gpus 0 1). Returns the best validation score (single process)."""
+    (one process per GPU for --gpus 0 1) holding the lock of --output_dir. Returns the best validation
+    score (single process)."""
     check_args(args)
     train_set = get_dataset(args, split=args.train_split, train=True)  # missing data fails before any write
     get_dataset(args, split=args.val_split, train=False)
     training_flow(args)  # flow made otherwise than the network trains at fails here too
-    if len(train_set) < args.batch_size:
-        raise ValueError(
-            f"--batch_size {args.batch_size}: split {args.train_split!r} of {args.data_path} has only "
-            f"{len(train_set)} samples, not one batch"
-        )
-    check_output_dir(Path(args.output_dir), overwrite=args.overwrite, resume=args.resume)
+    note = check_split_size(args, len(train_set))
+    if note:
+        print(f"train.py: {note}", file=sys.stderr)
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, overwrite=args.overwrite, resume=args.resume)  # a refusal writes nothing
     if args.resume:
-        check_resume(args.resume, run_config(args))
-    return launch(train_worker, args, gpus=args.gpus, device=args.device)
+        state = check_resume(args.resume, run_config(args), resolve=resolve_run_config)
+        if state["epoch"] >= args.epochs:
+            print(
+                f"train.py: --resume {args.resume}: the run has trained {state['epoch']} epochs, --epochs "
+                f"{args.epochs}: nothing to do (pass a larger --epochs to train on)",
+                file=sys.stderr,
+            )
+            return state["best"]
+    # torchrun starts every rank with this command: rank 0 holds the folder for all of them
+    holder = not launched_by_torchrun() or os.environ["RANK"] == "0"
+    with folder_lock(output_dir) if holder else contextlib.nullcontext():
+        check_output_dir(output_dir, overwrite=args.overwrite, resume=args.resume)  # as found under the lock
+        return launch(train_worker, args, gpus=args.gpus, device=args.device)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -452,25 +498,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def one_line(exc: BaseException) -> str:
-    """The message of a known error on one line; an error raised inside a DataLoader worker or a spawned
-    process arrives wrapped in the remote traceback, whose last line is the original message."""
-    text = str(exc).strip()
-    if "Traceback (most recent call last)" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1].strip()
-        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
-    return " ".join(text.split())
-
-
-@tool_main("mtl_train")
+@tool_main("mtl_train", name="train.py")
 def cli(argv: list[str] | None = None) -> int:
-    """Entry point: a known problem is one line on stderr and exit status 2, never a traceback."""
-    args = parse_args(argv)
-    try:
-        main(args)
-    except (ValueError, OSError, NonFiniteLossError, torch.multiprocessing.ProcessRaisedException) as exc:
-        print(f"train.py: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+    """Entry point: a known problem is one line on stderr and exit status 2, never a traceback (also from
+    a DataLoader worker or a spawned DDP process: mtl_perception.cli)."""
+    main(parse_args(argv))
     return 0
 
 

@@ -16,6 +16,7 @@ Five-class mapping (TI multi-task: road, sky, pedestrian, vehicle, background):
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,14 +141,15 @@ class CameraCalibration:
 
 
 def read_camera(path: str | Path) -> CameraCalibration:
-    """Read a Cityscapes camera file; a missing file or key raises an error naming the path."""
+    """Read a Cityscapes camera file; a missing file or key, or an fx, fy or baseline that is not a positive
+    finite number (depth is fx * baseline / disparity), raises an error naming the path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"camera file not found: {path}")
     try:
         data = json.loads(path.read_text())
         ext, intr = data["extrinsic"], data["intrinsic"]
-        return CameraCalibration(
+        camera = CameraCalibration(
             fx=float(intr["fx"]),
             fy=float(intr["fy"]),
             u0=float(intr["u0"]),
@@ -162,6 +164,11 @@ def read_camera(path: str | Path) -> CameraCalibration:
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed Cityscapes camera file {path}: {exc!r}") from exc
+    for name in ("fx", "fy", "baseline"):
+        value = getattr(camera, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"Cityscapes camera file {path}: {name} is {value}, expected a positive number")
+    return camera
 
 
 def disparity_to_depth(disparity: np.ndarray, fx: float, baseline: float) -> np.ndarray:

@@ -32,6 +32,21 @@ DEFAULT_ROOT = Path("./data/datasets/cityscapes/data")
 FLOW_SUFFIX = "leftImg8bit_flow.png"
 
 
+def check_split(root: str | Path, split: str) -> None:
+    """FileNotFoundError naming the folder when ``root`` or its images of ``split`` are missing or empty:
+    the first thing a mistyped --data_path or --split meets, before any file inside is looked for."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"--data_path {root}: no such folder (expected the Cityscapes layout: leftImg8bit/, gtFine/, "
+            "disparity/, camera/ and the flow folder)"
+        )
+    images = root / "leftImg8bit" / split
+    if not images.is_dir() or not any(images.iterdir()):
+        state = "is empty" if images.is_dir() else "does not exist"
+        raise FileNotFoundError(f"--data_path {root}: no images for split {split!r} ({images} {state})")
+
+
 def flow_path(
     root: str | Path, split: str, frame: FrameId, folder: str = FLOW_FOLDER, suffix: str = FLOW_SUFFIX
 ) -> Path:

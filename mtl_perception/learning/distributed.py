@@ -52,6 +52,26 @@ def check_gpus(gpus: Sequence[int]) -> None:
         )
 
 
+def check_device(device: str | None, index: int | None = None) -> None:
+    """Raise DeviceError unless ``device`` (--device: cpu or cuda[:N]) is on this machine; ``index``: the GPU
+    a process will use (torchrun: its local rank when --device names none)."""
+    if device is None or device == "cpu":
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type != "cuda":
+        raise DeviceError(f"--device {device!r}: expected 'cpu' or 'cuda[:N]'")
+    index = parsed.index if index is None else index
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if (index or 0) >= available:
+        raise DeviceError(
+            f"--device {device}: GPU {index or 0} not found (this machine has "
+            f"{available} CUDA GPU{'s' if available != 1 else ''}); use --device cpu"
+        )
+
+
 def check_amp(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> None:
     """Refuse bfloat16 autocast on a GPU without native bfloat16 (before compute capability 8.0, e.g. V100,
     T4), where it is emulated or unsupported, with the card named; float16 runs on every CUDA GPU."""
@@ -80,8 +100,7 @@ def _free_port() -> int:
 def launch(worker: Callable, args, *, gpus: Sequence[int] | None, device: str | None):
     """Run ``worker(ctx, args)`` in every training process; returns rank 0's result (single process or
     torchrun) or None (spawn: the workers' results stay in their processes)."""
-    if device is not None and device != "cpu" and not device.startswith("cuda"):
-        raise DeviceError(f"--device {device!r}: expected 'cpu' or 'cuda[:N]'")
+    check_device(device)
     if gpus:
         check_gpus(gpus)
         if device == "cpu":
@@ -113,12 +132,7 @@ def _run(worker: Callable, args, rank: int, world_size: int, gpus, device: str |
         torch_device = torch.device(device)
         if torch_device.index is None and world_size > 1:
             torch_device = torch.device("cuda", local_rank)
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (torch_device.index or 0) >= available:
-            raise DeviceError(
-                f"--device {device}: GPU {torch_device.index or 0} not found (this machine has "
-                f"{available} CUDA GPU{'s' if available != 1 else ''}); use --device cpu"
-            )
+        check_device(device, torch_device.index)
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
     ctx = DistContext(rank=rank, world_size=world_size, device=torch_device)

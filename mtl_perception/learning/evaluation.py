@@ -9,6 +9,11 @@ only when that differs (a no-op for Cityscapes at 1024x2048). TI's ``AlignImages
 to the flow image's size (768x384) and so effectively scored a downsampled ground truth; ours does not.
 ``output_size=None`` scores at the ground truth's own resolution.
 
+A split may mix cameras (ground truth of several sizes): ``collate_by_size`` makes a loader batch of
+sub-batches of one size each, which ``evaluate`` scores one after the other. Every metric is a sum over
+pixels or a mean over images, so the numbers are those of scoring each size alone, at ``output_size`` or
+at each image's own size.
+
 Metric definitions are those of ``mtl_perception.metrics`` (one definition for training, evaluation and node
 replay). ``depth_ard`` is TI's ARD 3-80 m averaged over images (TI's per-batch mean weighted by batch size,
 with one image per batch, so it does not depend on the batch size or the number of processes); the other
@@ -21,6 +26,7 @@ confusion matrices and depth sums are all-reduced once at the end: every rank re
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from mtl_perception.data.cityscapes import CITYSCAPES_LABELS, FIVE_CLASS_NAMES
 from mtl_perception.learning.augment import resize
@@ -37,6 +44,8 @@ from mtl_perception.model.config import TASK_NAMES
 from mtl_perception.pipeline import resize_for_network
 
 MOTION_CLASS_NAMES = ("static", "moving")
+#: the progress bar appears only on sets that take longer than this (evaluate.py on a long split)
+PROGRESS_DELAY_S = 2.0
 
 
 def semantic_class_names(num_classes: int) -> tuple[str, ...]:
@@ -73,6 +82,16 @@ class EvalResize:
         if flow is not None and flow.shape[:2] != size:
             out["flow"] = resize({"flow": flow}, size)["flow"]
         return out
+
+
+def collate_by_size(samples: list[dict]) -> list[dict]:
+    """A validation batch as a list of batches, one per ground-truth size in order of appearance (one
+    batch when all samples agree): ``default_collate`` cannot stack maps of different sizes."""
+    groups: dict[tuple, list[dict]] = {}
+    for sample in samples:
+        key = tuple(tuple(v.shape) for k, v in sorted(sample.items()) if isinstance(v, Tensor))
+        groups.setdefault(key, []).append(sample)
+    return [torch.utils.data.default_collate(group) for group in groups.values()]
 
 
 class ShardSampler(torch.utils.data.Sampler[int]):
@@ -203,8 +222,11 @@ def evaluate(
     output_size: tuple[int, int] | None,
     num_semantic_classes: int,
     semantic_names: Sequence[str] | None = None,
+    progress: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``model`` (a ``MultiTaskNet``, its DDP wrapper or an inference ``Backend``) on ``loader``.
+    """Metrics of ``model`` (a ``MultiTaskNet``, its DDP wrapper or an inference ``Backend``) on ``loader``
+    (batches, or lists of batches from ``collate_by_size``). ``progress``: a tqdm bar with that label on
+    stderr, shown once evaluating takes longer than ``PROGRESS_DELAY_S``; None: no bar.
 
     Keys: ``depth_ard``, ``depth_abs_rel``, ``depth_rmse`` (m), ``depth_delta1``, ``semantic_miou``,
     ``semantic_pixel_accuracy``, ``semantic_iou_<class>``..., ``motion_miou``, ``motion_pixel_accuracy``,
@@ -233,26 +255,42 @@ def evaluate(
     was_training = None if backend else net.training
     if not backend:
         net.eval()
+    bar = tqdm(
+        total=len(loader) if hasattr(loader, "__len__") else None,
+        desc=progress,
+        unit="batch",
+        disable=progress is None,
+        delay=PROGRESS_DELAY_S,
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     try:
-        with torch.inference_mode():
-            for batch in loader:
-                missing = [k for k in ("image", *tasks) if k not in batch]
-                if missing:
-                    raise ValueError(f"evaluate: batch has no {missing} (keys: {sorted(batch)})")
-                image = batch["image"].to(device, non_blocking=True)
-                flow = batch.get("flow")
-                flow = None if flow is None else flow.to(device, non_blocking=True)
-                pred = predict(net, image, flow)
-                targets, scored = {}, {}
-                for task in tasks:
-                    target = batch[task].to(device, non_blocking=True)
-                    target_size = size or tuple(target.shape[-2:])
-                    targets[task] = _resize_target(target, target_size)
-                    scored[task] = _resize_prediction(task, pred[task], target_size)
-                acc.update(scored, targets)
-                acc.images += int(image.shape[0])
+        with torch.inference_mode(), bar:
+            for group in loader:
+                for batch in group if isinstance(group, list) else (group,):
+                    _score_batch(net, batch, tasks=tasks, device=device, size=size, acc=acc)
+                bar.update()
     finally:
         if was_training:
             net.train()
     acc.all_reduce()
     return acc.results(names)
+
+
+def _score_batch(net, batch: Mapping[str, Tensor], *, tasks, device, size, acc: _Accumulators) -> None:
+    missing = [k for k in ("image", *tasks) if k not in batch]
+    if missing:
+        raise ValueError(f"evaluate: batch has no {missing} (keys: {sorted(batch)})")
+    image = batch["image"].to(device, non_blocking=True)
+    flow = batch.get("flow")
+    flow = None if flow is None else flow.to(device, non_blocking=True)
+    pred = predict(net, image, flow)
+    targets, scored = {}, {}
+    for task in tasks:
+        target = batch[task].to(device, non_blocking=True)
+        target_size = size or tuple(target.shape[-2:])
+        targets[task] = _resize_target(target, target_size)
+        scored[task] = _resize_prediction(task, pred[task], target_size)
+    acc.update(scored, targets)
+    acc.images += int(image.shape[0])

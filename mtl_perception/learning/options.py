@@ -8,12 +8,16 @@ the options given on the command line, and its own defaults otherwise.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from mtl_perception.learning.dataset import DEFAULT_ROOT, FLOW_FOLDER
-from mtl_perception.learning.distributed import check_gpus
+from mtl_perception.learning.distributed import check_device, check_gpus
 from mtl_perception.learning.weighting import METHODS, weighting_options
 from mtl_perception.model import TASK_NAMES
+from mtl_perception.model.config import PRESETS, preset_config
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeds; seed + epoch must stay a valid torch seed
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -192,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tensorboard_images", type=int, default=2, help="validation predictions logged per evaluation"
     )
     run.add_argument(
+        "--loss_warn_factor",
+        type=float,
+        default=100.0,
+        help="warn (once) when a task's loss exceeds this many times its median over the last 100 steps "
+        "(0: off)",
+    )
+    run.add_argument(
         "--export_onnx",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -200,8 +211,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _require(ok: bool, flag: str, value, need: str) -> None:
+    if not ok:
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        raise ValueError(f"--{flag} {shown}: {need}")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def check_args(args) -> None:
-    """Values argparse cannot check; each error names the flag and the value."""
+    """Values argparse cannot check, all before any work; each error names the flag and the value."""
+    for flag in ("tensorboard_images", "epoch_size", "workers", "warmup_epochs"):
+        _require(getattr(args, flag) >= 0, flag, getattr(args, flag), "must be >= 0")
+    _require(args.prefetch_factor >= 1, "prefetch_factor", args.prefetch_factor, "must be >= 1")
+    _require(0 <= args.seed <= MAX_SEED, "seed", args.seed, f"must be in 0 .. {MAX_SEED}")
+    if args.dropout is not None:
+        _require(
+            _finite(args.dropout) and 0 <= args.dropout < 1, "dropout", args.dropout, "must be in [0, 1)"
+        )
+    for flag in ("lr", "gamma", "warmup_factor"):
+        _require(
+            _finite(getattr(args, flag)) and getattr(args, flag) > 0, flag, getattr(args, flag), "must be > 0"
+        )
+    _require(
+        args.warmup_factor <= 1, "warmup_factor", args.warmup_factor, "must be <= 1 (a fraction of --lr)"
+    )
+    _require(
+        _finite(args.weight_decay) and args.weight_decay >= 0,
+        "weight_decay",
+        args.weight_decay,
+        "must be >= 0",
+    )
+    _require(all(m >= 1 for m in args.milestones), "milestones", args.milestones, "epochs must be >= 1")
+    rotation = args.transform_rotation
+    _require(
+        _finite(rotation) and 0 <= rotation <= 180, "transform_rotation", rotation, "degrees in [0, 180]"
+    )
+    probability = args.class_weight_probability
+    _require(
+        _finite(probability) and 0 <= probability <= 1, "class_weight_probability", probability, "in [0, 1]"
+    )
+    factor = args.loss_warn_factor
+    _require(_finite(factor) and (factor == 0 or factor > 1), "loss_warn_factor", factor, "0 (off) or > 1")
+    check_method_options(args)
     for flag in ("img_resize", "output_size"):
         h, w = getattr(args, flag)
         if h <= 0 or w <= 0 or (flag == "img_resize" and (h % 16 or w % 16)):
@@ -209,6 +263,7 @@ def check_args(args) -> None:
             raise ValueError(f"--{flag} {h} {w}: height and width must be {need}")
     if args.gpus:
         check_gpus(args.gpus)  # before the data: the seed's commands stop here on a CPU machine
+    check_device(args.device)
     world = len(args.gpus) if args.gpus else 1
     if args.batch_size < 1 or args.batch_size % world:
         raise ValueError(f"--batch_size {args.batch_size}: must be a positive multiple of the {world} GPU(s)")
@@ -225,6 +280,41 @@ def check_args(args) -> None:
         )
 
 
+def check_split_size(args, samples: int) -> str | None:
+    """ValueError when the training split has not one batch; the note to print when --epoch_size asks for
+    more steps than the split has (the epochs are capped at the split)."""
+    if samples < args.batch_size:
+        raise ValueError(
+            f"--batch_size {args.batch_size}: split {args.train_split!r} of {args.data_path} has only "
+            f"{samples} samples, not one batch"
+        )
+    steps = samples // args.batch_size
+    if args.epoch_size > steps:
+        return (
+            f"--epoch_size {args.epoch_size}: split {args.train_split!r} has {steps} batches of --batch_size "
+            f"{args.batch_size}; epochs are capped at {steps} steps"
+        )
+    return None
+
+
+def check_method_options(args) -> None:
+    """A weighting option given to a method that does not have it, or a NaN/Inf option value, is refused
+    (silently ignoring --alpha under vanilla would let a user believe it acted)."""
+    own = weighting_options(args.multi_task_type)
+    every = {name for method in METHODS for name in weighting_options(method)}
+    for name in sorted(every):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in own:
+            users = [m for m in METHODS if name in weighting_options(m)]
+            raise ValueError(
+                f"--{name} {value}: not an option of --multi_task_type {args.multi_task_type} (its options: "
+                f"{', '.join('--' + o for o in own) or 'none'}); --{name} is for {', '.join(users)}"
+            )
+        _require(not isinstance(value, float) or math.isfinite(value), name, value, "must be a finite number")
+
+
 def method_options(args) -> dict:
     """The chosen method's options given on the command line (the others keep the method's defaults)."""
     names = weighting_options(args.multi_task_type)
@@ -232,8 +322,18 @@ def method_options(args) -> dict:
 
 
 def run_config(args) -> dict:
-    """The flags of this run as plain data (checkpoint.pt, the resume check)."""
-    return {
-        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-        for k, v in vars(args).items()
-    }
+    """The flags of this run as plain data (checkpoint.pt, the resume check), defaults resolved."""
+    return resolve_run_config(
+        {
+            k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in vars(args).items()
+        }
+    )
+
+
+def resolve_run_config(config: dict) -> dict:
+    """A flag left out that means "the preset's value" replaced by that value (--dropout: 0.2 of both
+    presets), so a run started without it and resumed with the value (or the reverse) is one run."""
+    if config.get("dropout") is None and config.get("preset") in PRESETS:
+        return {**config, "dropout": preset_config(config["preset"]).dropout}
+    return config

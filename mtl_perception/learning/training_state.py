@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ RESUMABLE_FLAGS = frozenset(
         "data_path",
         "export_onnx",
         "tensorboard_images",
+        "loss_warn_factor",
     }
 )
 
@@ -185,10 +187,13 @@ def _show(value) -> str:
     return str(value)
 
 
-def check_resume(path: str | os.PathLike, current: dict) -> dict:
-    """Load ``path`` and refuse it when it comes from another configuration; returns the state."""
+def check_resume(
+    path: str | os.PathLike, current: dict, *, resolve: Callable[[dict], dict] = lambda config: config
+) -> dict:
+    """Load ``path`` and refuse it when it comes from another configuration; returns the state. ``resolve``
+    brings the saved flags to the form of ``current`` (defaults that stand for a value, as the value)."""
     state = load_training_state(path)
-    check_resume_compatible(path, state.get("run_config", {}), current)
+    check_resume_compatible(path, resolve(state.get("run_config", {})), current)
     return state
 
 

@@ -8,6 +8,7 @@ assumed with one warning naming the assumption.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -51,9 +52,14 @@ def _check_plain(value, where: str) -> None:
 
 
 def atomic_torch_save(obj, path: Path, overwrite: bool) -> None:
-    """torch.save through mtl_perception.atomic: a crash never leaves a half-written checkpoint."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through mtl_perception.atomic: a crash never leaves a half-written checkpoint.
+
+    Serialised in memory and written by Python: torch's own file writer turns a full disk into "[enforce
+    fail at inline_container.cc] unexpected pos", Python's write into OSError ENOSPC, which names the file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def save_checkpoint(

@@ -46,6 +46,8 @@ class TaskWeighting(nn.Module, abc.ABC):
     OPTIONS: ClassVar[dict[str, tuple[object, str]]] = {}
     needs_features: ClassVar[bool] = False
     needs_losses_after_step: ClassVar[bool] = False
+    #: state entries where NaN is a marker, not a failure (the non-finite check of training skips them)
+    NAN_MARKERS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, *, tasks: Sequence[str]) -> None:
         super().__init__()

@@ -147,6 +147,7 @@ class FAMO(TaskWeighting):
     """
 
     needs_losses_after_step = True
+    NAN_MARKERS = frozenset({"losses_before"})  # NaN: no step waiting for after_step
     OPTIONS = {
         "famo_lr": (0.025, "famo: Adam learning rate of the task logits"),
         "famo_weight_decay": (1e-3, "famo: Adam weight decay of the logits (paper Alg. 2; Cityscapes: 0.01)"),
