@@ -28,13 +28,15 @@ from .report import build_report, report_path, summary_line, warning_lines
 from .tool import make_motion_labels
 
 EXIT_SKIPPED = 3
-_MAY_BE_ZERO = ("moving_sigmas", "min_confidence", "erosion_flow_px")
+_MAY_BE_ZERO = ("moving_sigmas", "fit_sigmas", "min_confidence", "erosion_flow_px")
 
 _HELP = {
     "gap": "flow partner: frame f - gap (TI and make_flow_dataset: 2)",
     "flow_width": "Farnebäck runs at this width (at most the image's), the height by aspect",
     "moving_speed": "m/s: an object whose residual speed is above this is moving ...",
     "moving_sigmas": "... if it is also this many noise-equivalent lateral speeds",
+    "fit_moving_speed": "m/s: an object is also moving when its planar fit's speed is above this ...",
+    "fit_sigmas": "... by this many standard deviations",
     "static_speed": "m/s: an object whose residual speed is below this is static ...",
     "observe_speed_human": "... if a person walking at this speed (m/s) in its least visible direction would "
     "have shown; else undecided",

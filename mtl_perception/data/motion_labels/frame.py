@@ -8,12 +8,14 @@
    well and returns about zero flow where a surface has no texture, whatever the true motion; against the
    warped partner the static world's answer is zero, so large sheared ground motion and textureless static
    surfaces come out right, and pixels without texture get a low confidence and are not used.
-4. One decision per object instance (``gtFine`` instanceIds) from the residual speed of its confident,
+4. One decision per object instance (``gtFine`` instanceIds) from the residual flow of its confident,
    still-visible pixels inside its eroded outline (``evidence``):
-   moving when it is above ``moving_speed`` and ``moving_sigmas`` times the noise-equivalent lateral speed;
-   static when it is below ``static_speed`` and a motion at the class's ``observe_speed`` in the object's
-   least visible direction would have shown (so far objects, or ones that could move along the viewing ray
-   unseen, stay undecided); undecided otherwise.
+   moving when their median residual speed is above ``moving_speed`` and ``moving_sigmas`` times the
+   noise-equivalent lateral speed, or when the planar fit's speed is above ``fit_moving_speed`` by
+   ``fit_sigmas`` standard deviations (motion along the viewing ray); static when the residual speed is
+   below ``static_speed`` and a motion at the class's ``observe_speed`` in the object's least visible
+   direction would have shown (so far objects, or ones that could move along the viewing ray unseen, stay
+   undecided); undecided otherwise.
 5. Pixels of movable classes take their instance's decision; a movable-class region without an instance id
    (Cityscapes' groups, e.g. ``cargroup``) is undecided; every other pixel is static (the ego vehicle's
    hood and the rectification border included).
@@ -60,7 +62,7 @@ FAR_DEPTH_M = 1000.0  # where disparity is missing (sky, holes) the partner is w
 DECISIONS = ("moving", "static", "undecided")
 #: why an instance got its decision
 REASONS = {
-    "moving": ("residual",),
+    "moving": ("residual", "fit"),
     "static": ("no_residual",),
     "undecided": ("few_pixels", "unobservable", "ambiguous", "background_mismatch"),
 }
@@ -76,6 +78,8 @@ class Settings:
     flow_width: int = 1024  # Farnebäck runs at this width (at most the image's), the height by aspect
     moving_speed: float = 0.175  # m/s of residual speed: moving above this ...
     moving_sigmas: float = 2.0  # ... and above this many noise-equivalent lateral speeds
+    fit_moving_speed: float = 2.0  # m/s: moving too when the planar fit's speed is above this ...
+    fit_sigmas: float = 2.0  # ... by this many of its standard deviations
     static_speed: float = 0.125  # m/s of residual speed: static below this ...
     observe_speed_human: float = 1.0  # ... if walking at this speed would have shown (person, rider)
     observe_speed_vehicle: float = 3.0  # ... if driving at this speed would have shown (the other classes)
@@ -103,6 +107,8 @@ class InstanceDecision:
     residual_speed: float  # m/s (NaN without samples)
     noise_speed_lateral: float  # m/s
     noise_speed_worst: float  # m/s
+    fit_speed: float  # m/s of the planar fit
+    fit_speed_sigma: float  # m/s
     decision: str  # one of DECISIONS
     reason: str  # one of REASONS[decision]
 
@@ -236,14 +242,20 @@ class FrameLabeller:
                 residual_speed=float("nan"),
                 noise_speed_lateral=float("nan"),
                 noise_speed_worst=float("nan"),
+                fit_speed=float("nan"),
+                fit_speed_sigma=float("nan"),
                 decision="undecided",
                 reason="few_pixels",
             )
             if len(z) >= s.min_pixels and np.isfinite(sigma_px):
-                evidence = object_evidence(P, z, r, K, B, sigma_px, dt)
+                # samples closer than Farnebäck's averaging window share their flow error
+                spacing = usable.sum() / min(usable.sum(), s.max_samples)
+                independent = len(z) * spacing / (self.flow_input.params.winsize * scale_x) ** 2
+                evidence = object_evidence(P, z, r, K, B, sigma_px=sigma_px, dt=dt, independent=independent)
                 decision.residual_speed = evidence.residual_speed
                 decision.noise_speed_lateral = evidence.noise_speed_lateral
                 decision.noise_speed_worst = evidence.noise_speed_worst
+                decision.fit_speed, decision.fit_speed_sigma = evidence.fit_speed, evidence.fit_speed_sigma
                 observe = s.observe_speed_human if label_id in _HUMAN_LABEL_IDS else s.observe_speed_vehicle
                 decision.decision, decision.reason = decide(evidence, observe, s)
                 if not decisions.background_ok:
@@ -260,6 +272,8 @@ def decide(evidence, observe_speed: float, s: Settings) -> tuple[str, str]:
     v = evidence.residual_speed
     if v >= max(s.moving_speed, s.moving_sigmas * evidence.noise_speed_lateral):
         return "moving", "residual"
+    if evidence.fit_speed - s.fit_sigmas * evidence.fit_speed_sigma >= s.fit_moving_speed:
+        return "moving", "fit"
     if v < s.static_speed:
         if evidence.noise_speed_worst <= observe_speed:
             return "static", "no_residual"
