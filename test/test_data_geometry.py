@@ -11,17 +11,9 @@ from cityscapesscripts.helpers.box3dImageTransform import CRS_S, CRS_V, Box3dIma
 from pyquaternion import Quaternion
 from scipy.integrate import solve_ivp
 
+from mtl_perception.data import geometry
 from mtl_perception.data.cityscapes import CameraCalibration
-from mtl_perception.data.geometry import (
-    OPTICAL_TO_VEHICLE,
-    backproject,
-    camera_motion,
-    camera_to_vehicle,
-    ego_motion,
-    project,
-    rigid_flow_from_depth,
-    rot_z,
-)
+from mtl_perception.data.geometry import backproject, camera_motion, camera_to_vehicle, ego_motion, project
 
 # aachen's camera.json as Cityscapes publishes it, and the sensor transform (V -> C, ISO 8855 axes) that
 # Cityscapes 3D's annotation files give for the same camera (gtBbox3d "sensor": "sensor_T_ISO_8855")
@@ -51,7 +43,7 @@ def _ours_v_to_pixels(points_v: np.ndarray, cam: CameraCalibration) -> np.ndarra
 
 def test_extrinsic_matches_the_published_sensor_transform():
     R, c = camera_to_vehicle(AACHEN)  # S -> V
-    R_cv = R @ OPTICAL_TO_VEHICLE.T  # C -> V (ISO 8855 axes at the camera)
+    R_cv = R @ geometry.OPTICAL_TO_VEHICLE.T  # C -> V (ISO 8855 axes at the camera)
     np.testing.assert_allclose(R_cv.T, SENSOR_T_ISO_8855[:, :3], atol=1e-12)
     np.testing.assert_allclose(-R_cv.T @ c, SENSOR_T_ISO_8855[:, 3], atol=1e-12)
 
@@ -89,7 +81,7 @@ def test_ego_motion_integrates_the_vehicle_model():
         state = run.y[:, -1]
     R_v, p_v = ego_motion(speeds, yaw_rates, timestamps)
     np.testing.assert_allclose(p_v, [state[0], state[1], 0.0], atol=1e-9)
-    np.testing.assert_allclose(R_v, rot_z(state[2]), atol=1e-12)
+    np.testing.assert_allclose(R_v, geometry.rot_z(state[2]), atol=1e-12)
     with pytest.raises(ValueError, match="timestamps must increase"):
         ego_motion([1.0], [0.0], [5, 5])
     with pytest.raises(ValueError, match="one speed and yaw rate per interval"):
@@ -147,7 +139,7 @@ def test_rigid_flow_matches_the_generators_exact_geometry():
     frame = render_frame(scene, 19, cam, h, w)
     R_v, p_v = ego_motion(scene.speeds[17:19], scene.yaw_rates[17:19], scene.timestamps_ns[17:20])
     R, t = camera_motion(cam, R_v, p_v)
-    ours = rigid_flow_from_depth(frame.depth, cam.K, R, t)
+    ours = geometry.rigid_flow_from_depth(frame.depth, cam.K, R, t)
 
     R19, c19 = camera_pose(scene, 19, cam)  # camera -> world rotation, centre
     R17, c17 = camera_pose(scene, 17, cam)

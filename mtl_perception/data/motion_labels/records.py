@@ -40,26 +40,30 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True, allow_nan=True).encode())
 
 
+def _json_object(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_settings(path: Path) -> dict | None:
     """The recorded settings, None when there are none; a damaged file is a ValueError naming it."""
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(
-            f"{path}: unreadable settings of an earlier run ({error}); pass --overwrite"
-        ) from error
-    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
-        raise ValueError(f"{path}: not a make_motion_labels settings file; pass --overwrite")
+    data = _json_object(path)
+    if data is None or not isinstance(data.get("settings"), dict):
+        raise ValueError(f"{path}: unreadable, or not a make_motion_labels settings file; pass --overwrite")
     return data
 
 
 def read_record(path: Path) -> FrameDecisions | None:
     """A frame's decisions, None when the record is missing or unreadable (the frame is then redone)."""
+    data = _json_object(path)
     try:
-        return FrameDecisions.from_json(json.loads(path.read_text()))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return None if data is None else FrameDecisions.from_json(data)
+    except (KeyError, TypeError):
         return None
 
 
