@@ -223,3 +223,39 @@ def test_sigint_mid_split_then_the_rerun_finishes_the_rest(labelled, tmp_path):
             cityscapes_path(root, "motion", SPLIT, frame).read_bytes()
             == cityscapes_path(source, "motion", SPLIT, frame).read_bytes()
         )
+
+
+def test_a_frame_the_odometry_does_not_explain_leaves_its_objects_undecided(small_root, tmp_path, capsys):
+    """A yaw rate 1 rad/s off (a 0.06 rad turn nobody made, 8 px at 128 wide): the static world moves against
+    the ego-motion, so the frame's objects are undecided rather than labelled from the wrong motion."""
+    root = tmp_path / "root"
+    shutil.copytree(small_root, root)
+    vehicle = cityscapes_path(root, "vehicle", SPLIT, FrameId("bad", 1, 18))
+    record = json.loads(vehicle.read_text())
+    vehicle.write_text(json.dumps({**record, "yawRate": record["yawRate"] + 1.0}))
+    assert main(["--root", str(root), "--split", SPLIT]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: in 1 frame(s) the static world moves against the odometry" in err
+        and "bad_000001_000019" in err
+    )
+    report = json.loads((root / f"motion_labels_{SPLIT}.json").read_text())
+    assert report["background"]["mismatch_frames"] == ["bad_000001_000019"]
+    decisions = json.loads(
+        (root / "motion_label_decisions" / SPLIT / "bad" / "bad_000001_000019_decisions.json").read_text()
+    )
+    assert decisions["background_residual_px"] > 3 and not decisions["background_ok"]
+    assert {i["reason"] for i in decisions["instances"]} <= {"background_mismatch", "few_pixels"}
+    assert any(i["reason"] == "background_mismatch" for i in decisions["instances"])
+    label = cv2.imread(
+        str(cityscapes_path(root, "motion", SPLIT, FrameId("bad", 1, 19))), cv2.IMREAD_UNCHANGED
+    )
+    assert 255 not in label
+    others = [
+        json.loads(p.read_text())
+        for p in (root / "motion_label_decisions" / SPLIT / "bad").glob("*_000019_*")
+    ]
+    assert (
+        sum(d["background_ok"] for d in others) == 2
+        and max(d["background_residual_px"] for d in others if d["background_ok"]) < 1
+    )

@@ -258,8 +258,8 @@ class FrameLabeller:
                 decision.fit_speed, decision.fit_speed_sigma = evidence.fit_speed, evidence.fit_speed_sigma
                 observe = s.observe_speed_human if label_id in _HUMAN_LABEL_IDS else s.observe_speed_vehicle
                 decision.decision, decision.reason = decide(evidence, observe, s)
-                if not decisions.background_ok:
-                    decision.decision, decision.reason = "undecided", "background_mismatch"
+            if len(z) >= s.min_pixels and not decisions.background_ok:  # the ego-motion is not to be trusted
+                decision.decision, decision.reason = "undecided", "background_mismatch"
             out[mask] = _CODES[decision.decision]
             decisions.instances.append(decision)
         decisions.undecided_pixels = int((out == MOTION_UNDECIDED).sum())
