@@ -259,3 +259,29 @@ def test_a_frame_the_odometry_does_not_explain_leaves_its_objects_undecided(smal
         sum(d["background_ok"] for d in others) == 2
         and max(d["background_residual_px"] for d in others if d["background_ok"]) < 1
     )
+
+
+def test_hood_and_border_are_static_and_groups_undecided(small_root, tmp_path):
+    """Cityscapes' ego-vehicle hood (label 1) and rectification border (2) are never moving, whatever the
+    flow says there; a car region without an instance id (a ``cargroup``: instance map = label id 26) is
+    undecided as a whole."""
+    root = tmp_path / "root"
+    shutil.copytree(small_root, root)
+    frame = FrameId("bad", 0, 19)
+    labels_path, ids_path = (cityscapes_path(root, k, SPLIT, frame) for k in ("label_ids", "instance_ids"))
+    labels = cv2.imread(str(labels_path), cv2.IMREAD_UNCHANGED)
+    ids = cv2.imread(str(ids_path), cv2.IMREAD_UNCHANGED)
+    group = ids == np.unique(ids[ids // 1000 == 26])[0]  # one car becomes part of a group
+    ids[group] = 26
+    labels[-8:], ids[-8:] = 1, 1  # the hood
+    labels[:, :3], ids[:, :3] = 2, 2  # the rectification border
+    cv2.imwrite(str(labels_path), labels)
+    cv2.imwrite(str(ids_path), ids)
+    assert main(["--root", str(root), "--split", SPLIT]) == 0
+    label = cv2.imread(str(cityscapes_path(root, "motion", SPLIT, frame)), cv2.IMREAD_UNCHANGED)
+    assert (label[-8:] == 0).all() and (label[:, :3] == 0).all()
+    assert (label[group & (labels == 26)] == 128).all()
+    decisions = json.loads(
+        (root / "motion_label_decisions" / SPLIT / "bad" / f"{frame.stem}_decisions.json").read_text()
+    )
+    assert decisions["group_pixels"] == int((group & (labels == 26)).sum()) > 0
