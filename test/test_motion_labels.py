@@ -38,9 +38,11 @@ CLI = "mtl_perception.data.motion_labels.cli"
 
 
 def published_copy(source: Path, root: Path, exact: Path) -> Path:
-    """Copy ``source`` to ``root`` with the exact motion maps moved to ``exact``; check that nothing but
-    Cityscapes' own kinds of file is left."""
-    shutil.copytree(source, root)
+    """Copy the Cityscapes folders of ``source`` (not, e.g., a flow dataset other tests made in the shared
+    root) to ``root`` with the exact motion maps moved to ``exact``; check that nothing but Cityscapes' own
+    kinds of file is left."""
+    for folder in {LAYOUT[kind][0] for kind in PUBLISHED}:
+        shutil.copytree(source / folder, root / folder)
     for path in sorted(root.rglob("*_gtFine_labelTrainIds_motion.png")):
         target = exact / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -285,3 +287,35 @@ def test_hood_and_border_are_static_and_groups_undecided(small_root, tmp_path):
         (root / "motion_label_decisions" / SPLIT / "bad" / f"{frame.stem}_decisions.json").read_text()
     )
     assert decisions["group_pixels"] == int((group & (labels == 26)).sum()) > 0
+
+
+def test_an_interrupted_overwrite_never_mixes_old_and_new_labels(labelled, tmp_path, monkeypatch):
+    """--overwrite with other settings, stopped after its first frame: the other frame's old label and record
+    are gone already, so the rerun (new settings, no --overwrite) labels it anew instead of keeping it."""
+    from mtl_perception.data.motion_labels import tool
+
+    root, _, _ = labelled
+    work = tmp_path / "root"
+    shutil.copytree(root, work)
+    original, calls = tool.label_one, []
+
+    def stop_after_one(**kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(kwargs["frame"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(tool, "label_one", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        tool.make_motion_labels(
+            work, SPLIT, settings=tool.Settings(static_speed=0.1), overwrite=True, show_progress=False
+        )
+    (done,) = calls
+    (rest,) = [f for f in ANNOTATED if f != done]
+    assert cityscapes_path(work, "motion", SPLIT, done).exists()
+    assert not cityscapes_path(work, "motion", SPLIT, rest).exists()
+    monkeypatch.setattr(tool, "label_one", original)
+    result = tool.make_motion_labels(
+        work, SPLIT, settings=tool.Settings(static_speed=0.1), show_progress=False
+    )
+    assert (result.labelled_now, result.already_done) == (1, 1)

@@ -86,7 +86,7 @@ def test_the_documented_cityscapes_recipe_runs_as_written(tmp_path):
     assert len(labels) == len(flows) == annotated
     assert "val: 1 of 1 frames labelled" in run.stdout
 
-    argv = shlex.split(table_line.replace('"$ROOT"', str(root)))[1:]
+    argv = shlex.split(table_line.replace("$ROOT", str(root)))[1:]
     gpus = argv.index("--gpus")
     del argv[gpus : gpus + 3]  # --gpus 0 1: this machine has none
     args = parse_args(
@@ -96,5 +96,6 @@ def test_the_documented_cityscapes_recipe_runs_as_written(tmp_path):
         ]
     )  # fmt: skip
     assert (args.preset, args.data_path, args.split) == ("ti", root, "val")
+    assert args.out.resolve() == (tmp_path / "table_ti").resolve()
     result = run_one(args, TI_ROWS[0], 0, root)  # vanilla MTL, seed 0: trained on the generated labels
     assert all(math.isfinite(result["metrics"][k]) for k in ("depth_ard", "semantic_miou", "motion_miou"))

@@ -3,7 +3,8 @@ the split's settings sidecar and one decisions record per labelled frame.
 
 * ``OUT/motion_label_decisions/SPLIT/settings.json``: the settings every record of the split was made with
   (``"complete"`` false while a run is under way). A run with other settings is refused unless
-  ``--overwrite``, which starts the split afresh.
+  ``--overwrite``, which deletes the split's labels and records before recording its settings (so that a
+  stopped ``--overwrite`` never leaves an old label counted as done).
 * ``OUT/motion_label_decisions/SPLIT/CITY/STEM_decisions.json``: the frame's decisions, written (atomically)
   before its label. A frame is done when both exist; a label without a record was not made by the tool (the
   synthetic generator's exact ground truth lives at the same path) and is never replaced without

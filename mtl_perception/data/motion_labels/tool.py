@@ -148,6 +148,10 @@ def make_motion_labels(
             f"e.g. {label_path(out, split, foreign[0])}; pass --overwrite to replace them, or --out elsewhere"
         )
     _, flow = flow_engine(device)
+    if overwrite:  # old labels go before the new settings are recorded: an interrupted run never mixes them
+        for frame in frames:
+            record_path(out, split, frame).unlink(missing_ok=True)
+            label_path(out, split, frame).unlink(missing_ok=True)
     sidecar = {"settings": settings.to_json(), "flow": flow}
     write_json(settings_path(out, split), {**sidecar, "complete": False})
 
