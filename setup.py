@@ -50,6 +50,8 @@ setup(
             "cityscapes_to_bag = mtl_perception.data.bag:main",
             "play_bag = mtl_perception.ros.play_bag:main",
             "make_flow_dataset = mtl_perception_training.make_flow_dataset:main",
+            # issue 21: motion ground truth from public Cityscapes
+            "make_motion_labels = mtl_perception.data.motion_labels.cli:main",
             # issue 9: training (the scripts of training/, also run as python training/<script>.py)
             "mtl_train = mtl_perception_training.train:cli",
             "mtl_evaluate = mtl_perception_training.evaluate:main",

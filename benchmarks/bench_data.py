@@ -9,7 +9,6 @@ Writes benchmarks/results/data.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_name  # benchmarks/machine.py (sys.path[0] when run as a script)
+from machine import cpu_name, save_result  # benchmarks/machine.py (sys.path[0] when run as a script)
 
 from mtl_perception.data.bag import convert
 from mtl_perception.data.synthetic import cityscapes_like_camera, generate, make_scene, render_frame
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_per_size": args.frames,
         "rows": rows,
     }
-    out = Path(__file__).resolve().parent / "results" / "data.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"machine: {result['machine']}; wrote {out}")
+    save_result(result, Path(__file__).resolve().parent / "results" / "data.json")
     return 0
 
 

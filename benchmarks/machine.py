@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -15,3 +16,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def save_result(result: dict, path: Path) -> Path:
+    """Write a benchmark's JSON (``results/`` beside the scripts by default) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=float))
+    print(f"machine: {result['machine']}; wrote {path}")
+    return path

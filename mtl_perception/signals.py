@@ -12,6 +12,7 @@ nothing of the package.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -116,9 +117,12 @@ def _run_job(job: Callable, kwargs: dict):
 class WorkerPool:
     """Processes running jobs; leaving the ``with`` block by an exception stops them at once."""
 
-    def __init__(self, workers: int, *, stop_timeout_s: float = 5.0) -> None:
+    def __init__(self, workers: int, *, stop_timeout_s: float = 5.0, start_method: str | None = None) -> None:
+        """``start_method`` "spawn" for jobs that use torch or OpenCV threads: a process forked from one
+        whose thread pools are running can deadlock on a lock some thread held at the fork."""
+        context = None if start_method is None else multiprocessing.get_context(start_method)
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),)
+            max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),), mp_context=context
         )
         self._stop_timeout_s = stop_timeout_s
 

@@ -175,7 +175,8 @@ def test_unreadable_truncated_and_wrong_files_are_named(tmp_path, task):
     with pytest.raises(ValueError, match=f"{path.name} is uint8 with 3 channel"):
         reader.read(ANNOTATED)
 
-    iio.imwrite(path, np.ones((10, 20), np.uint16 if task == "depth" else np.uint8))
+    value, dtype = (255, np.uint8) if task == "motion" else (1, np.uint16 if task == "depth" else np.uint8)
+    iio.imwrite(path, np.full((10, 20), value, dtype))
     reader.read(ANNOTATED)  # readable: only the size is wrong, which needs an expected size to notice
     with pytest.raises(ValueError, match=rf"{task} of .* is \(10, 20\), expected \({HEIGHT}, {WIDTH}\).*"):
         reader.read(ANNOTATED, expected_size=(HEIGHT, WIDTH))
@@ -265,3 +266,23 @@ def test_demo_reads_and_scores_the_files_ground_truth(tmp_path):
     assert scores["depth_ard"] == 0 and scores["semantic_miou"] == 1 and scores["motion_miou"] == 1
     static_share = 1 - np.mean([gt.motion.mean() for gt in sequence.truth.values()])
     assert demo.score(all_static, sequence.truth)["motion_miou"] == pytest.approx(static_share / 2)
+
+
+def test_motion_undecided_value_reads_as_ignore(tmp_path):
+    """make_motion_labels writes 128 where it cannot tell: read as the ignore index of the losses and metrics
+    (255); 0 and 255 stay static and moving; any other value names the file (an interpolated or 0/1 map)."""
+    from mtl_perception.data.ground_truth import MOTION_MOVING, MOTION_STATIC, MOTION_UNDECIDED
+
+    tree = _copy_tree(tmp_path)
+    path = GroundTruthReader(tree, SPLIT).paths(ANNOTATED)["motion"]
+    stored = np.full((HEIGHT, WIDTH), MOTION_STATIC, np.uint8)
+    stored[:, : WIDTH // 3] = MOTION_UNDECIDED
+    stored[: HEIGHT // 2, WIDTH // 2 :] = MOTION_MOVING
+    iio.imwrite(path, stored)
+    expected = np.select([stored == 255, stored == 128], [1, 255], 0).astype(np.uint8)
+    np.testing.assert_array_equal(read_motion(path), expected)
+    np.testing.assert_array_equal(GroundTruthReader(tree, SPLIT).read(ANNOTATED).motion, expected)
+    stored[0, 0] = 1
+    iio.imwrite(path, stored)
+    with pytest.raises(ValueError, match=rf"{path.name} holds values \[1\].*0 \(static\), 255 \(moving\)"):
+        read_motion(path)

@@ -23,7 +23,14 @@ from mtl_perception.data import (
     semantic_palette,
 )
 from mtl_perception.data.cityscapes import FLOW_FOLDER
-from mtl_perception.data.synthetic import generate, main, rigid_flow_from_depth
+from mtl_perception.data.synthetic import (
+    cityscapes_like_camera,
+    generate,
+    main,
+    make_scene,
+    render_frame,
+    rigid_flow_from_depth,
+)
 from mtl_perception.model import FlowContract
 
 
@@ -100,7 +107,7 @@ def test_generation_is_deterministic_and_refuses_overwrite(tmp_path):
     assert main(["--out", str(tmp_path / "b"), *args]) == 0
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
-    assert files_a == files_b and len(files_a) == 3 * 3 + 5
+    assert files_a == files_b and len(files_a) == 3 * 3 + 6
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     before = {rel: (tmp_path / "a" / rel).read_bytes() for rel in files_a}
@@ -139,8 +146,10 @@ fe2911ef0aa71e2960fc229ffd0ee2b6 camera/val/ref/ref_000000_000002_camera.json
 fe2911ef0aa71e2960fc229ffd0ee2b6 camera/val/ref/ref_000001_000002_camera.json
 315d9152c24864e31f196fe11105d30d disparity/val/ref/ref_000000_000002_disparity.png
 e5ed2be42fc1c4bc865b3dec62c2d5de disparity/val/ref/ref_000001_000002_disparity.png
+57b915f1805d4b7b9336ccbafa3e4603 gtFine/val/ref/ref_000000_000002_gtFine_instanceIds.png
 f014221667124b8214940af49b6eda55 gtFine/val/ref/ref_000000_000002_gtFine_labelIds.png
 376fa29ec500d26e9917a28bd528c926 gtFine/val/ref/ref_000000_000002_gtFine_labelTrainIds_motion.png
+eb74a3c5feada62c18839f329752bda3 gtFine/val/ref/ref_000001_000002_gtFine_instanceIds.png
 34204afd28ed1375dd9a46314385f8f6 gtFine/val/ref/ref_000001_000002_gtFine_labelIds.png
 1104da79053680e3c2889b988a184d67 gtFine/val/ref/ref_000001_000002_gtFine_labelTrainIds_motion.png
 fc8c8caf665a649fdb4d25633c3160be leftImg8bit/val/ref/ref_000000_000002_leftImg8bit.png
@@ -164,9 +173,10 @@ d28d55f3a253fa04cdd9d1d0390c0157 vehicle_sequence/val/ref/ref_000000_000002_vehi
 3934738e2fea4d8c2835f1a06987820e vehicle_sequence/val/ref/ref_000001_000001_vehicle.json
 d887fc80290cafa332164203ddbd98e8 vehicle_sequence/val/ref/ref_000001_000002_vehicle.json
 """  # first 128 bits of each sha256, then the path
-# the shared fixture (data_fixtures.synthetic_root: 2 x 30 frames, 128x256, seed 3; 190 generated files):
-# sha256 of the sorted "relative/path file-sha256" lines, produced by the same pre-split code
-FIXTURE_TREE_SHA256 = "ad6d1820da48b4dfb512704f4e18c0d44519f1e4a564ee00540bd77797a7982b"
+# the shared fixture (data_fixtures.synthetic_root: 2 x 30 frames, 128x256, seed 3; 192 generated files):
+# sha256 of the sorted "relative/path file-sha256" lines. Its 190 files other than the two instanceIds maps
+# hash to ad6d1820..., the value pinned before the instance maps were added (produced by the pre-split code)
+FIXTURE_TREE_SHA256 = "d2424ff246d90a7a5906f80a46ec6f03b9d5a3f06fa454eda71d6efecc100681"
 GENERATED_FOLDERS = (
     "leftImg8bit_sequence",
     "vehicle_sequence",
@@ -195,7 +205,7 @@ def test_output_is_bit_identical_to_the_reference(tmp_path):
     assert main(["--out", str(tmp_path / "parallel"), *REFERENCE_ARGS, "--workers", "2"]) == 0
     assert {k: v[:32] for k, v in _file_digests(tmp_path / "parallel").items()} == expected
     tree = _file_digests(synthetic_root())
-    assert len(tree) == 190
+    assert len(tree) == 192
     lines = "".join(f"{k} {v}\n" for k, v in sorted(tree.items()))
     assert hashlib.sha256(lines.encode()).hexdigest() == FIXTURE_TREE_SHA256
 
@@ -404,7 +414,7 @@ def test_annotate_all_labels_every_frame_with_a_flow_partner(tmp_path):
     # the default mode annotates the last frame (fewer than 20 frames) and renders the same world: each of its
     # files is byte-identical to the --annotate all one
     default_files = [p.relative_to(default) for p in default.rglob("*") if p.is_file()]
-    assert len(default_files) == 2 * (6 * 3 + 5)
+    assert len(default_files) == 2 * (6 * 3 + 6)
     for rel in default_files:
         assert (default / rel).read_bytes() == (every / rel).read_bytes(), rel
 
@@ -435,3 +445,42 @@ def test_annotate_arguments_are_checked(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written
     with pytest.raises(SystemExit):
         main([*args, "--annotate", "every"])
+
+
+def test_instance_ids_follow_cityscapes_encoding_one_id_per_object():
+    """``*_gtFine_instanceIds.png``: uint16, person and car pixels label id * 1000 + k (k from 0 per class, as
+    cityscapesscripts' json2instanceImg counts), every other pixel its label id (checked against labelIds);
+    each object keeps its id in every frame, and the motion mask is the union of the moving objects."""
+    from mtl_perception.data.synthetic.writer import _sequence_rng
+
+    root = synthetic_root()
+    for seq in range(SEQUENCES):
+        fid = FrameId(CITY, seq, 19)
+        ids = cv2.imread(str(cityscapes_path(root, "instance_ids", SPLIT, fid)), cv2.IMREAD_UNCHANGED)
+        labels = cv2.imread(str(cityscapes_path(root, "label_ids", SPLIT, fid)), cv2.IMREAD_UNCHANGED)
+        assert ids.dtype == np.uint16 and ids.shape == labels.shape
+        objects = ids >= 1000
+        np.testing.assert_array_equal(np.where(objects, ids // 1000, ids), labels)
+        assert {id2label[int(i) // 1000].name for i in np.unique(ids[objects])} <= {"person", "car"}
+        assert {id2label[int(i)].hasInstances for i in np.unique(labels[~objects])} == {False}
+        assert len(np.unique(ids[objects])) >= 3
+
+    scene = make_scene(_sequence_rng(3, CITY, 0), FRAMES, 17.0)
+    by_id: dict[int, list] = {}
+    for box in scene.boxes:
+        by_id.setdefault(box.instance, []).append(box)
+    objects = {k: v for k, v in by_id.items() if k}
+    for label in (24, 26):  # ids 0..n-1 per class, and each object's parts share one id and one velocity
+        ks = sorted(k % 1000 for k in objects if k // 1000 == label)
+        assert ks == list(range(len(ks))) and ks
+    for parts in objects.values():
+        assert len({(p.label, tuple(p.velocity)) for p in parts}) == 1 and len(parts) in (2, 3)
+    assert all(not b.moving for b in by_id[0]) and all(b.label not in (24, 26) for b in by_id[0])
+    cam = cityscapes_like_camera(HEIGHT, WIDTH)
+    for index in (5, 19):
+        frame = render_frame(scene, index, cam, HEIGHT, WIDTH)
+        moving_ids = [k for k, parts in objects.items() if parts[0].moving]
+        np.testing.assert_array_equal(frame.motion == 255, np.isin(frame.instance_ids, moving_ids))
+        if index == 19:
+            written = cityscapes_path(root, "instance_ids", SPLIT, FrameId(CITY, 0, 19))
+            np.testing.assert_array_equal(frame.instance_ids, cv2.imread(str(written), cv2.IMREAD_UNCHANGED))

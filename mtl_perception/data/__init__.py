@@ -1,4 +1,5 @@
-"""Datasets: Cityscapes layout, labels and disparity -> depth; synthetic sequences; rosbag2 conversion."""
+"""Datasets: Cityscapes layout, labels and disparity -> depth; geometry; synthetic sequences; motion labels
+from public Cityscapes; rosbag2 conversion."""
 
 from mtl_perception.data.cityscapes import (
     FIVE_CLASS_NAMES,

@@ -2,8 +2,9 @@
 
 Topics: ``/camera/image_raw`` (sensor_msgs/Image rgb8), ``/camera/camera_info`` (plumb_bob, D = 0, K/P from
 the Cityscapes camera file, scaled when resizing); with ``--with-gt`` on annotated frames: ``/gt/depth``
-(32FC1 metres, NaN invalid), ``/gt/semantic`` (mono8, five classes by default) and ``/gt/motion`` (mono8 0/1),
-all with the image's header. Offered QoS: reliable, keep-last 10, volatile (what ``ros2 bag play`` uses).
+(32FC1 metres, NaN invalid), ``/gt/semantic`` (mono8, five classes by default) and ``/gt/motion`` (mono8 0/1,
+255 undecided), all with the image's header. Offered QoS: reliable, keep-last 10, volatile (what
+``ros2 bag play`` uses).
 The bag plays with ``ros2 bag play BAG`` on a ROS 2 Jazzy install, or with this package's ``play_bag``.
 """
 

@@ -48,6 +48,7 @@ LAYOUT = {
     "image_sequence": ("leftImg8bit_sequence", "leftImg8bit.png"),
     "label_ids": ("gtFine", "gtFine_labelIds.png"),
     "label_train_ids": ("gtFine", "gtFine_labelTrainIds.png"),
+    "instance_ids": ("gtFine", "gtFine_instanceIds.png"),
     "motion": ("gtFine", "gtFine_labelTrainIds_motion.png"),
     "disparity": ("disparity", "disparity.png"),
     "camera": ("camera", "camera.json"),

@@ -7,7 +7,9 @@ Files (Cityscapes layout, ``mtl_perception.data.cityscapes.LAYOUT``):
   the frame's ``camera.json`` -> metres with :func:`disparity_to_depth` (0 = invalid, clipped to [1, 255] m);
 * semantic: ``gtFine/…_gtFine_labelIds.png`` (modes "five", "trainid") or TI's five-class
   ``gtFine/…_gtFine_labelTrainIds.png`` (mode "ti_five") -> uint8 classes, 255 ignore;
-* motion: ``gtFine/…_gtFine_labelTrainIds_motion.png`` (0 static, 255 moving) -> uint8 0/1.
+* motion: ``gtFine/…_gtFine_labelTrainIds_motion.png`` (0 static, 255 moving, 128 undecided: the value
+  ``make_motion_labels`` writes where it cannot tell) -> uint8 0/1, undecided -> 255, the ignore index of the
+  losses and metrics.
 
 Every error names the file: ``FileNotFoundError`` for a missing one, ``ValueError`` for an unreadable or
 truncated PNG, a wrong dtype or channel count, or a map whose size differs from the expected one.
@@ -22,6 +24,7 @@ import cv2
 import numpy as np
 
 from mtl_perception.data.cityscapes import (
+    IGNORE_INDEX,
     CameraCalibration,
     FrameId,
     cityscapes_path,
@@ -32,6 +35,8 @@ from mtl_perception.data.cityscapes import (
 from mtl_perception.imageio import read_image
 
 GROUND_TRUTH_TASKS = ("depth", "semantic", "motion")
+#: values of a ``*_gtFine_labelTrainIds_motion.png`` on disk (TI's 0 / 255, and an undecided value between)
+MOTION_STATIC, MOTION_MOVING, MOTION_UNDECIDED = 0, 255, 128
 SEMANTIC_MODES = ("five", "trainid", "ti_five")
 #: folder names of the disparity maps, in the order they are looked for
 DEPTH_FOLDERS = ("disparity", "depth")
@@ -61,8 +66,22 @@ def read_semantic(label_path: str | Path, mode: str = "five") -> np.ndarray:
 
 
 def read_motion(motion_path: str | Path) -> np.ndarray:
-    """A ``*_labelTrainIds_motion.png`` (0 static, 255 moving) -> HxW uint8 0/1 (any non-zero is moving)."""
-    return (_read_map(Path(motion_path), np.uint8, "motion map") > 0).astype(np.uint8)
+    """A ``*_labelTrainIds_motion.png`` -> HxW uint8: 0 static, 1 moving, ``IGNORE_INDEX`` (255) undecided.
+
+    On disk 0 is static, 255 moving and 128 undecided; any other value is refused, naming the file (a map
+    resized with interpolation, or a 0/1 map of another convention, would otherwise be misread)."""
+    path = Path(motion_path)
+    stored = _read_map(path, np.uint8, "motion map")
+    known = (MOTION_STATIC, MOTION_MOVING, MOTION_UNDECIDED)
+    if not np.isin(stored, known).all():
+        stray = np.setdiff1d(np.unique(stored), known)
+        raise ValueError(
+            f"motion map {path} holds values {stray[:8].tolist()}: expected only {MOTION_STATIC} (static), "
+            f"{MOTION_MOVING} (moving) and {MOTION_UNDECIDED} (undecided)"
+        )
+    lut = np.zeros(256, np.uint8)
+    lut[MOTION_MOVING], lut[MOTION_UNDECIDED] = 1, IGNORE_INDEX
+    return lut[stored]
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,7 @@ class FrameGroundTruth:
 
     depth: np.ndarray | None = None  # HxW float32 metres, 0 = invalid
     semantic: np.ndarray | None = None  # HxW uint8 classes, 255 = ignore
-    motion: np.ndarray | None = None  # HxW uint8, 0 static / 1 moving
+    motion: np.ndarray | None = None  # HxW uint8, 0 static / 1 moving / 255 undecided
     missing: dict[str, Path] = field(default_factory=dict)
 
     def present(self) -> dict[str, np.ndarray]:

@@ -5,7 +5,7 @@ Layout under ``root`` (default ``./data/datasets/cityscapes/data``)::
     leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png
     leftImg8bit_flow_farneback_confidence/{split}/{city}/{stem}_leftImg8bit_flow.png   (make_flow_dataset)
     gtFine/{split}/{city}/{stem}_gtFine_labelIds.png              (or TI's five-class *_labelTrainIds.png)
-    gtFine/{split}/{city}/{stem}_gtFine_labelTrainIds_motion.png  (0 static, 255 moving)
+    gtFine/{split}/{city}/{stem}_gtFine_labelTrainIds_motion.png  (0 static, 255 moving, 128 undecided)
     disparity/{split}/{city}/{stem}_disparity.png                 (the folder may also be called ``depth``)
     camera/{split}/{city}/{stem}_camera.json
 
@@ -56,7 +56,8 @@ def flow_path(
 class CityscapesMultiTask(torch.utils.data.Dataset):
     """One sample per annotated frame: ``image`` (3,H,W) float 0..255 RGB, ``flow`` (3,H,W: u, v px, conf),
     ``depth`` (1,H,W) metres (0 invalid), ``semantic`` (H,W) long (255 ignore), ``motion`` (H,W) long
-    (0 static, 1 moving, 255 ignore at augmentation borders), and ``name`` (the Cityscapes stem).
+    (0 static, 1 moving, 255 ignore: undecided in the label file, or an augmentation border), and ``name``
+    (the Cityscapes stem).
 
     flow_format: "png16" (this project's 16-bit PNGs) or "ti" (TI's 8-bit u' = 128 + s·u with
     ``ti_flow_scale`` = s). semantic_mode: "five" | "trainid" (from ``*_labelIds.png``) or "ti_five" (TI's

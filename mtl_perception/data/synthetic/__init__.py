@@ -4,7 +4,8 @@ A small street world (road with lane markings, sidewalks with curbs, building fa
 trees, parked and driving cars, standing and walking pedestrians, sky) is rendered by vectorised NumPy ray
 casting and written in the Cityscapes layout. One module per step:
 
-* ``geometry``: the Cityscapes-like camera, frame conventions, the ego arc, rigid flow from depth;
+* ``geometry``: the Cityscapes-like camera (frame conventions, the ego arc and rigid flow from depth are
+  ``mtl_perception.data.geometry``'s, re-exported here);
 * ``world``: dimensions, materials, label ids, the box and scene types, car and pedestrian builders;
 * ``street``: ``make_scene`` (one random street, its traffic, ego trajectory and lighting), ``camera_pose``;
 * ``raycast``: nearest hit per pixel (ground plane, boxes); ``noise``: procedural textures;
@@ -21,15 +22,16 @@ Conventions (Cityscapes ``csCalibration``):
   positive pitch looks down; the optical frame is x right, y down, z forward.
 """
 
-from .annotation import ANNOTATE_MODES, DEFAULT_FLOW_GAP, annotated_frames, annotated_index
-from .cli import main
-from .geometry import (
+from mtl_perception.data.geometry import (
     OPTICAL_TO_VEHICLE,
     camera_to_vehicle,
-    cityscapes_like_camera,
     rigid_flow_from_depth,
     vehicle_arc,
 )
+
+from .annotation import ANNOTATE_MODES, DEFAULT_FLOW_GAP, annotated_frames, annotated_index
+from .cli import main
+from .geometry import cityscapes_like_camera
 from .render import render_frame
 from .shading import RenderedFrame
 from .street import camera_pose, make_scene

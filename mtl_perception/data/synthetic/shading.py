@@ -25,6 +25,7 @@ class RenderedFrame:
     depth: np.ndarray  # HxW float32 metres (0 = sky)
     label_ids: np.ndarray  # HxW uint8, official Cityscapes ids
     motion: np.ndarray  # HxW uint8, 0 static / 255 moving
+    instance_ids: np.ndarray  # HxW uint16, Cityscapes instanceIds: label * 1000 + k on objects, else label id
 
 
 @dataclass
@@ -37,6 +38,7 @@ class SurfaceTables:
     label: np.ndarray  # (N,) uint8 Cityscapes id
     seed: np.ndarray  # (N,) uint32 texture seed
     moving: np.ndarray  # (N,) bool
+    instance: np.ndarray  # (N,) uint16 Cityscapes instance id, 0 = not part of an object
 
 
 @dataclass
@@ -64,12 +66,14 @@ def _surface_tables(scene: Scene, box_offsets: list[np.ndarray]) -> SurfaceTable
         label=np.zeros(count, np.uint8),
         seed=np.zeros(count, np.uint32),
         moving=np.zeros(count, bool),
+        instance=np.zeros(count, np.uint16),
     )
     tables.seed[0] = scene.seed % 2**32
     for k, box in enumerate(scene.boxes, start=1):
         tables.corner[k] = box.lo + box_offsets[k - 1]
         tables.color[k], tables.material[k], tables.label[k] = box.color, box.material, box.label
         tables.seed[k], tables.moving[k] = box.seed % 2**32, box.moving
+        tables.instance[k] = box.instance
     return tables
 
 
@@ -215,4 +219,6 @@ def shade(scene: Scene, cam: CameraCalibration, hits: RayHits) -> RenderedFrame:
 
     motion = np.where(points.hit & tables.moving[points.surface], 255, 0).astype(np.uint8)
     depth = np.where(points.hit, hits.hit_depth, 0.0).astype(np.float32)
-    return RenderedFrame(image, depth, label, motion)
+    instance = tables.instance[points.surface]
+    instance_ids = np.where(points.hit & (instance > 0), instance, label).astype(np.uint16)
+    return RenderedFrame(image, depth, label, motion, instance_ids)

@@ -8,16 +8,18 @@ from __future__ import annotations
 import numpy as np
 
 from mtl_perception.data.cityscapes import CameraCalibration
+from mtl_perception.data.geometry import camera_to_vehicle, rot_z, vehicle_arc
 
 from .annotation import annotated_index
-from .geometry import camera_to_vehicle, rot_z, vehicle_arc
 from .world import (
     BUILDING,
     BUILDING_COLORS,
     BUILDING_ID,
+    CAR_ID,
     CROSS_WIDTH,
     CURB_HEIGHT,
     EGO_LANE_Y,
+    PERSON_ID,
     POLE,
     POLE_ID,
     ROAD_HALF_WIDTH,
@@ -30,6 +32,7 @@ from .world import (
     VEGETATION,
     VEGETATION_ID,
     Box,
+    InstanceIds,
     Lighting,
     Scene,
     car,
@@ -151,16 +154,18 @@ def _poles_and_signs(rng: np.random.Generator, side: float, cross: CrossStreet) 
     return boxes
 
 
-def _parked_cars(rng: np.random.Generator, side: float, cross: CrossStreet) -> list[Box]:
+def _parked_cars(rng: np.random.Generator, side: float, cross: CrossStreet, ids: InstanceIds) -> list[Box]:
     """Parked cars in the outer lane of one side, off the cross street."""
     boxes: list[Box] = []
     positions = np.sort(rng.uniform(5, 140, size=rng.integers(2, 6)))
     for cx in [c for c in positions if _clear_of(cross, c - 3, c + 3)]:
-        boxes += car(rng, x=cx, y=side * 5.4, heading_sign=1.0, speed=0.0, seed=draw_seed(rng))
+        boxes += car(
+            rng, x=cx, y=side * 5.4, heading_sign=1.0, speed=0.0, seed=draw_seed(rng), instance=ids(CAR_ID)
+        )
     return boxes
 
 
-def _sidewalk_pedestrians(rng: np.random.Generator, side: float) -> list[Box]:
+def _sidewalk_pedestrians(rng: np.random.Generator, side: float, ids: InstanceIds) -> list[Box]:
     """Pedestrians on one sidewalk: some standing, some walking along it."""
     boxes: list[Box] = []
     for _ in range(rng.integers(2, 6)):
@@ -170,7 +175,15 @@ def _sidewalk_pedestrians(rng: np.random.Generator, side: float) -> list[Box]:
             np.array([rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 1.8), 0.0, 0.0]) if walking else np.zeros(3)
         )
         boxes += pedestrian(
-            rng, x=px, y=py, ground=CURB_HEIGHT, hip=0.95, top=1.75, velocity=velocity, seed=draw_seed(rng)
+            rng,
+            x=px,
+            y=py,
+            ground=CURB_HEIGHT,
+            hip=0.95,
+            top=1.75,
+            velocity=velocity,
+            seed=draw_seed(rng),
+            instance=ids(PERSON_ID),
         )
     return boxes
 
@@ -187,7 +200,9 @@ def _closing_facade(rng: np.random.Generator) -> Box:
     )
 
 
-def _traffic(rng: np.random.Generator, cross: CrossStreet, ego_speed: float, t_annotated: float) -> list[Box]:
+def _traffic(
+    rng: np.random.Generator, cross: CrossStreet, ego_speed: float, t_annotated: float, ids: InstanceIds
+) -> list[Box]:
     """Moving road users placed so that they are in view around the annotated frame (time
     ``t_annotated``): a car ahead in the ego lane, an oncoming car passing 15-30 m ahead, crossing cars on
     the cross street, pedestrians crossing the road, and more oncoming cars further on."""
@@ -200,6 +215,7 @@ def _traffic(rng: np.random.Generator, cross: CrossStreet, ego_speed: float, t_a
         heading_sign=1.0,
         speed=ego_speed * rng.uniform(0.5, 1.3),
         seed=draw_seed(rng),
+        instance=ids(CAR_ID),
     )
     v_oncoming = rng.uniform(8, 13)
     boxes += car(
@@ -209,6 +225,7 @@ def _traffic(rng: np.random.Generator, cross: CrossStreet, ego_speed: float, t_a
         heading_sign=-1.0,
         speed=v_oncoming,
         seed=draw_seed(rng),
+        instance=ids(CAR_ID),
     )
     for lane_x, sign in ((cross[0] + 3.0, 1.0), (cross[1] - 3.0, -1.0)):
         if rng.random() < 0.75:
@@ -221,13 +238,22 @@ def _traffic(rng: np.random.Generator, cross: CrossStreet, ego_speed: float, t_a
                 heading_sign=sign,
                 speed=v_cross,
                 seed=draw_seed(rng),
+                instance=ids(CAR_ID),
                 along=1,
             )
     for _ in range(rng.integers(1, 3)):
         px, py = rng.uniform(22, 45), rng.uniform(-6.0, 6.0)
         velocity = np.array([0.0, rng.choice([-1.0, 1.0]) * rng.uniform(1.2, 1.8), 0.0])
         boxes += pedestrian(
-            rng, x=px, y=py, ground=0.0, hip=0.85, top=1.7, velocity=velocity, seed=draw_seed(rng)
+            rng,
+            x=px,
+            y=py,
+            ground=0.0,
+            hip=0.85,
+            top=1.7,
+            velocity=velocity,
+            seed=draw_seed(rng),
+            instance=ids(PERSON_ID),
         )
     for _ in range(rng.integers(0, 3)):
         boxes += car(
@@ -237,6 +263,7 @@ def _traffic(rng: np.random.Generator, cross: CrossStreet, ego_speed: float, t_a
             heading_sign=-1.0,
             speed=rng.uniform(7, 13),
             seed=draw_seed(rng),
+            instance=ids(CAR_ID),
         )
     return boxes
 
@@ -282,15 +309,16 @@ def make_scene(rng: np.random.Generator, num_frames: int, fps: float) -> Scene:
     cross_start = rng.uniform(45.0, 70.0)  # a cross street with crossing traffic
     cross = (cross_start, cross_start + CROSS_WIDTH)
     boxes: list[Box] = []
+    ids = InstanceIds()  # one id per object for the whole snippet
     for side in (-1.0, 1.0):
         boxes += _sidewalks(rng, side, cross)
         boxes += _facades_and_trees(rng, side, cross)
         boxes += _poles_and_signs(rng, side, cross)
-        boxes += _parked_cars(rng, side, cross)
-        boxes += _sidewalk_pedestrians(rng, side)
+        boxes += _parked_cars(rng, side, cross, ids)
+        boxes += _sidewalk_pedestrians(rng, side, ids)
     boxes.append(_closing_facade(rng))
     ego_speed = rng.uniform(6.0, 11.0)
-    boxes += _traffic(rng, cross, ego_speed, t_annotated=annotated_index(num_frames) / fps)
+    boxes += _traffic(rng, cross, ego_speed, t_annotated=annotated_index(num_frames) / fps, ids=ids)
     timestamps, speeds, yaw_rates, poses = _ego_trajectory(rng, num_frames, fps, ego_speed)
     return Scene(boxes, _lighting(rng), timestamps, speeds, yaw_rates, poses, ground_seed, cross)
 

@@ -36,6 +36,7 @@ class Box:
     color: tuple[float, float, float]
     seed: int
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    instance: int = 0  # Cityscapes instance id (label id * 1000 + k) of the object it belongs to; 0 = none
 
     @property
     def moving(self) -> bool:
@@ -63,6 +64,21 @@ class Scene:
     poses: np.ndarray  # (F, 3): x, y, heading of the vehicle in the world
     seed: int
     cross: tuple[float, float]  # x range of the cross street
+
+
+class InstanceIds:
+    """Cityscapes instance ids of one scene: label id * 1000 + k, k counting the scene's objects of that
+    label from 0 (as cityscapesscripts' ``json2instanceImg`` counts an image's), drawn in build order."""
+
+    def __init__(self) -> None:
+        self._count: dict[int, int] = {}
+
+    def __call__(self, label: int) -> int:
+        k = self._count.get(label, 0)
+        if k >= 1000:
+            raise ValueError(f"more than 1000 objects of label {label} in one scene")
+        self._count[label] = k + 1
+        return label * 1000 + k
 
 
 def draw_seed(rng: np.random.Generator) -> int:
@@ -102,9 +118,11 @@ def car(
     heading_sign: float,
     speed: float,
     seed: int,
+    instance: int,
     along: int = 0,
 ) -> list[Box]:
-    """A car (body, glass cabin, dark wheel box) driving along world axis ``along`` (0 = x, 1 = y)."""
+    """A car (body, glass cabin, dark wheel box) driving along world axis ``along`` (0 = x, 1 = y); all three
+    boxes carry the car's ``instance`` id."""
     length, width = rng.uniform(3.9, 4.8), rng.uniform(1.7, 1.9)
     color = pick_color(rng, CAR_COLORS)
     vel = np.zeros(3)
@@ -122,7 +140,7 @@ def car(
             centre[1 - along] + width / 2 - w_inset,
         )
         lo[2], hi[2] = z0, z1
-        return Box(lo, hi, CAR_ID, material, col, s, vel.copy())
+        return Box(lo, hi, CAR_ID, material, col, s, vel.copy(), instance)
 
     cab = 0.25 if heading_sign > 0 else 0.2
     return [
@@ -142,8 +160,10 @@ def pedestrian(
     top: float,
     velocity: np.ndarray,
     seed: int,
+    instance: int,
 ) -> list[Box]:
-    """A pedestrian: legs from ``ground`` to ``hip`` and a narrower torso up to ``top`` (metres)."""
+    """A pedestrian: legs from ``ground`` to ``hip`` and a narrower torso up to ``top`` (metres), both boxes
+    carrying its ``instance`` id."""
     return [
         Box(
             np.array([x - 0.2, y - 0.25, ground]),
@@ -153,6 +173,7 @@ def pedestrian(
             pick_color(rng, CLOTH_COLORS),
             seed,
             velocity.copy(),
+            instance,
         ),
         Box(
             np.array([x - 0.17, y - 0.25, hip]),
@@ -162,5 +183,6 @@ def pedestrian(
             pick_color(rng, CLOTH_COLORS),
             seed + 1,
             velocity.copy(),
+            instance,
         ),
     ]

@@ -1,6 +1,6 @@
 """Writing snippets in the Cityscapes layout: every frame's image, vehicle.json and timestamp, and the
-annotated frames' image, label ids, motion mask, disparity and camera file. Existing files are never
-overwritten unless asked (checked before anything is written); snippets render in parallel processes on
+annotated frames' image, label ids, instance ids, motion mask, disparity and camera file. Existing files are
+never overwritten unless asked (checked before anything is written); snippets render in parallel processes on
 request, each deterministic from (seed, city, sequence).
 
 A run renders into a hidden staging folder inside the dataset root and moves its output into place only
@@ -35,7 +35,7 @@ from .street import make_scene
 from .world import Scene
 
 EVERY_FRAME_KINDS = ("image_sequence", "vehicle", "timestamp")
-ANNOTATED_FRAME_KINDS = ("image", "label_ids", "motion", "disparity", "camera")
+ANNOTATED_FRAME_KINDS = ("image", "label_ids", "instance_ids", "motion", "disparity", "camera")
 #: the top-level folders a run writes into (each holds ``{split}/{city}/``)
 GENERATED_FOLDERS = tuple(dict.fromkeys(LAYOUT[k][0] for k in EVERY_FRAME_KINDS + ANNOTATED_FRAME_KINDS))
 
@@ -119,6 +119,7 @@ def generate_sequence(
         if i in annotated:
             _write_png(cityscapes_path(root, "image", split, fid), frame.image)
             _write_png(cityscapes_path(root, "label_ids", split, fid), frame.label_ids)
+            _write_png(cityscapes_path(root, "instance_ids", split, fid), frame.instance_ids)
             _write_png(cityscapes_path(root, "motion", split, fid), frame.motion)
             _write_png(
                 cityscapes_path(root, "disparity", split, fid),
