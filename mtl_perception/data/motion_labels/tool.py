@@ -50,8 +50,8 @@ def flow_engine(device: str):
     ``cv2.calcOpticalFlowFarneback``), on a GPU the torch port."""
     import torch
 
-    from mtl_perception.flow import CUDA_DEFAULTS, DEFAULT_CONFIDENCE_MODE
     from mtl_perception.device import resolve_device
+    from mtl_perception.flow import CUDA_DEFAULTS, DEFAULT_CONFIDENCE_MODE
     from mtl_perception.pipeline import FlowInput
 
     resolved = resolve_device(device)
