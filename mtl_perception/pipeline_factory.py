@@ -103,6 +103,7 @@ def build_pipeline(
             input_size=size,
             preset=config.model_preset,
             seed=config.seed,
+            facts=choice.file,
         )
     except FileNotFoundError as error:
         raise ConfigError("model_file", f"model_file {model_file!r} not found: {error}") from error

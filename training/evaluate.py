@@ -122,7 +122,7 @@ def open_model(args: argparse.Namespace, device: str):
             "(leave --img_resize out)"
         )
     kind = "onnxruntime" if facts.kind == "onnx" else "torch"
-    return create_backend(args.checkpoint, kind, device, input_size=size)
+    return create_backend(args.checkpoint, kind, device, input_size=size, facts=facts)
 
 
 def run(args: argparse.Namespace) -> dict:

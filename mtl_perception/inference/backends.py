@@ -113,6 +113,7 @@ def create_backend(
     preset: str = "ti",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    facts: ModelFile | None = None,
 ) -> Backend:
     """Open a model (.pt checkpoint, .onnx, .engine, or None = seeded random init of `preset`) on a backend;
     the backend's ``contract`` is the file's input contract.
@@ -122,6 +123,7 @@ def create_backend(
     .engine) was not made for raises. `device` may be `auto` (`resolve_device`).
     `auto` tries TensorRT -> ONNX Runtime CUDA -> PyTorch CUDA on a CUDA device, and ONNX Runtime CPU ->
     PyTorch CPU on the CPU, skipping what is not installed or cannot run this file, and logs the choice.
+    `facts`: what :func:`inspect_model_file` already read of this file (its header is then not read again).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -132,7 +134,8 @@ def create_backend(
         why_not = _unsuitable(backend, _model_kind(Path(model_path)), device.type == "cuda", precision)
         if why_not:
             raise ValueError(f"backend {backend!r}: {why_not}")
-    facts = inspect_model_file(model_path)  # a bad file is the user's error: raise now, never fall back
+    if facts is None or facts.path != (Path(model_path) if model_path is not None else None):
+        facts = inspect_model_file(model_path)  # a bad file is the user's error: raise now, never fall back
     path, kind = facts.path, facts.kind
     if input_size is None and facts.fixed_size is None:  # exported files bring their own size
         input_size = facts.contract.network_size if facts.contract is not None else DEFAULT_INPUT_SIZE
